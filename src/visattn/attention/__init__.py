@@ -1,0 +1,25 @@
+"""Attention modules, one paper per file, all registered by name.
+
+>>> from visattn.attention import list_attention
+>>> isinstance(list_attention(), list)
+True
+"""
+
+from visattn.attention._registry import (
+    create_attention,
+    get_attention_class,
+    list_attention,
+    register_attention,
+)
+from visattn.attention._tap import TAP_KINDS, AttentionTap
+
+# Mechanism modules register themselves on import; keep one import line per paper below.
+
+__all__ = [
+    "AttentionTap",
+    "TAP_KINDS",
+    "create_attention",
+    "get_attention_class",
+    "list_attention",
+    "register_attention",
+]

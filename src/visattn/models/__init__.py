@@ -1,0 +1,14 @@
+"""Backbones and the papers' networks, all registered by name.
+
+>>> from visattn.models import list_models
+>>> "resnet20" in list_models()
+True
+"""
+
+from visattn.models import mnist_cnn, resnet, resnet_cifar  # noqa: F401  (registers models)
+from visattn.models._common import InputSpec
+from visattn.models._registry import create_model, get_model_builder, list_models, register_model
+
+# Papers' networks register themselves on import; keep one import line per file below.
+
+__all__ = ["InputSpec", "create_model", "get_model_builder", "list_models", "register_model"]

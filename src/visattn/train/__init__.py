@@ -1,0 +1,3 @@
+"""Training: the engine (single process and torchrun DDP), checkpoints, REINFORCE, evolution strategies."""
+
+__all__: list[str] = []
