@@ -1,3 +1,20 @@
 """Training: the engine (single process and torchrun DDP), checkpoints, REINFORCE, evolution strategies."""
 
-__all__: list[str] = []
+from visattn.train.checkpoint import atomic_save, export_safetensors, load_weights, safe_load
+from visattn.train.config import TrainConfig, apply_overrides, config_from_dict, load_config
+from visattn.train.engine import Trainer, build_model, evaluate, fit
+
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "apply_overrides",
+    "atomic_save",
+    "build_model",
+    "config_from_dict",
+    "evaluate",
+    "export_safetensors",
+    "fit",
+    "load_config",
+    "load_weights",
+    "safe_load",
+]

@@ -1,0 +1,192 @@
+"""Typed training configuration: one dataclass, loaded from YAML and ``--set key=value`` overrides.
+
+Unknown keys and values of the wrong type raise ``ValueError``/``TypeError`` naming the key and
+the value received, before any work starts. The resolved config is saved beside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from visattn._validate import check_choice, check_positive, check_range
+
+__all__ = ["TrainConfig", "load_config", "apply_overrides", "config_to_dict", "config_from_dict"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs. Field names are the YAML keys and ``--set`` keys."""
+
+    # what to train
+    model: str = "resnet20"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None
+    retrofit: str | None = None
+    retrofit_kwargs: dict[str, Any] = field(default_factory=dict)
+    # data
+    data: str = "fashion_mnist"
+    data_dir: str | None = None
+    data_kwargs: dict[str, Any] = field(default_factory=dict)
+    download: bool = False
+    val_fraction: float = 0.1
+    augment: str = "default"
+    limit_train: int | None = None
+    num_workers: int = 0
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int | None = None
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    step_epochs: list[int] = field(default_factory=list)
+    step_gamma: float = 0.1
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    nonfinite: str = "raise"
+    # speed switches
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    device: str = "auto"
+    # bookkeeping
+    seed: int = 0
+    deterministic: bool = False
+    out: str = "runs/train"
+    resume: bool = False
+    max_steps_per_epoch: int | None = None
+    log_every: int = 20
+    progress: bool = True
+    tensorboard: bool = False
+    test_at_end: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check values; raise naming the field and the value."""
+        for name, hint in _hints().items():
+            _check_type(name, getattr(self, name), hint)
+        check_positive(self.epochs, "epochs", integer=True)
+        check_positive(self.batch_size, "batch_size", integer=True)
+        if self.eval_batch_size is not None:
+            check_positive(self.eval_batch_size, "eval_batch_size", integer=True)
+        check_positive(self.lr, "lr")
+        check_positive(self.weight_decay, "weight_decay", allow_zero=True)
+        check_range(self.momentum, "momentum", 0.0, 1.0)
+        check_range(self.val_fraction, "val_fraction", 0.0, 0.9)
+        check_range(self.label_smoothing, "label_smoothing", 0.0, 1.0)
+        check_positive(self.warmup_epochs, "warmup_epochs", allow_zero=True)
+        check_choice(self.optimizer, "optimizer", ("sgd", "adamw"))
+        check_choice(self.schedule, "schedule", ("cosine", "step", "constant"))
+        check_choice(self.nonfinite, "nonfinite", ("raise", "skip"))
+        check_choice(self.augment, "augment", ("default", "none"))
+        check_positive(self.num_workers, "num_workers", integer=True, allow_zero=True)
+        check_positive(self.log_every, "log_every", integer=True)
+        for opt in ("limit_train", "max_steps_per_epoch"):
+            if getattr(self, opt) is not None:
+                check_positive(getattr(self, opt), opt, integer=True)
+        if self.grad_clip is not None:
+            check_positive(self.grad_clip, "grad_clip")
+
+
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """Raise ``TypeError`` unless ``value`` fits the annotation ``hint`` (ints accepted for floats)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                _check_type(name, value, a)
+                return
+            except TypeError:
+                continue
+        raise TypeError(f"config key {name!r} must be {_type_name(hint)}, got {type(value).__name__} {value!r}")
+    base = origin or hint
+    ok = isinstance(value, base) and not (isinstance(value, bool) and base in (int, float))
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise TypeError(f"config key {name!r} must be {_type_name(hint)}, got {type(value).__name__} {value!r}")
+    if base is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        if item is not Any:
+            for v in value:
+                _check_type(f"{name}[]", v, item)
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain dict of the config (YAML- and ``weights_only``-safe)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Build a config from a dict; unknown keys raise ``ValueError`` naming them."""
+    if not isinstance(data, dict):
+        raise TypeError(f"config must be a mapping of keys to values, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; valid keys: {sorted(known)}")
+    return TrainConfig(**data)
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict (validated when turned into a ``TrainConfig``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {str(p)!r} does not exist")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {str(p)!r} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` strings (values parsed as YAML; ``a.b=v`` sets a key inside dict field ``a``).
+
+    >>> apply_overrides({}, ["lr=0.05", "model_kwargs.norm=group"])
+    {'lr': 0.05, 'model_kwargs': {'norm': 'group'}}
+    """
+    out = dict(data)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        value = yaml.safe_load(raw) if raw.strip() else None
+        top, _, sub = key.partition(".")
+        if top not in known:
+            raise ValueError(f"unknown config key {top!r} in --set {item!r}; valid keys: {sorted(known)}")
+        if sub:
+            inner = dict(out.get(top) or {})
+            inner[sub] = value
+            out[top] = inner
+        else:
+            out[top] = value
+    return out
