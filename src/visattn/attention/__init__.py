@@ -14,8 +14,10 @@ from visattn.attention._registry import (
 from visattn.attention._tap import TAP_KINDS, AttentionTap
 
 # Mechanism modules register themselves on import; keep one import line per paper below.
+from visattn.attention.se import SqueezeExcite
 
 __all__ = [
+    "SqueezeExcite",
     "AttentionTap",
     "TAP_KINDS",
     "create_attention",

@@ -1,0 +1,128 @@
+"""Squeeze-and-Excitation (Hu, Shen, Albanie, Sun, Wu, "Squeeze-and-Excitation Networks", CVPR 2018,
+arXiv:1709.01507).
+
+A channel gate computed from global context. For ``x`` of shape ``(B, C, H, W)``:
+
+* squeeze (eq. 2): ``s_c = mean_{h,w} x[:, c]`` (``pool="avg"``) or ``max_{h,w} x[:, c]`` (``pool="max"``);
+* excitation (eq. 3): ``z = W2 relu(W1 s + b1) + b2`` with ``W1: C -> C/r`` and ``W2: C/r -> C``, then a gate
+  ``g = gate(z)``, shape ``(B, C)``;
+* scale (eq. 4): ``y = g[:, :, None, None] * x``.
+
+Gates (``gate=``), and the form each takes with ``identity_init=True``:
+
+========  ===========================  ===================================================
+gate      ``identity_init=False``      ``identity_init=True`` (``W2 = 0``)
+========  ===========================  ===================================================
+sigmoid   ``sigmoid(z)`` in (0, 1)     ``2 sigmoid(z)`` in (0, 2), ``b2 = 0`` -> ``g = 1``
+tanh      ``tanh(z)`` in (-1, 1)       ``1 + tanh(z)`` in (0, 2), ``b2 = 0`` -> ``g = 1``
+relu      ``relu(z)`` in [0, inf)      ``relu(z)``, ``b2 = 1`` -> ``g = 1``
+========  ===========================  ===================================================
+
+Identity init and training: with ``W2 = 0`` the gate is exactly 1 for every input (``sigmoid(0) = 0.5``
+is exact in floating point), so a module inserted into a trained network (``visattn.retrofit``) leaves its
+outputs unchanged. ``W2`` and ``b2`` still get gradients at the first step (``dL/dW2 = dL/dz h^T`` with
+``h = relu(W1 s + b1) != 0``), while ``W1`` gets none until ``W2`` has moved (as with a zero-initialised
+residual branch), so the gate departs from 1 smoothly. The centred forms ``2 sigmoid`` and ``1 + tanh`` can
+amplify a channel up to 2x as well as suppress it, unlike the paper's ``sigmoid`` in (0, 1); ``identity_init``
+is stored on the module, so rebuild with the same value before loading a checkpoint.
+
+The gate ``g`` passes through ``self.tap = AttentionTap("channel")``, shape ``(B, C)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visattn._validate import check_choice, check_positive, check_tensor, check_type
+from visattn.attention._registry import register_attention
+from visattn.attention._tap import AttentionTap
+
+__all__ = ["SqueezeExcite", "POOLS", "GATES"]
+
+POOLS = ("avg", "max")
+GATES = ("sigmoid", "tanh", "relu")
+
+
+@register_attention("se")
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-Excitation channel gate, ``(B, C, H, W) -> (B, C, H, W)``.
+
+    Args:
+        channels: ``C``, the number of input (and output) channels.
+        reduction: ``r``; the hidden layer has ``max(1, C // r)`` units (the paper uses 16).
+        pool: squeeze by global ``"avg"`` (the paper) or ``"max"`` pooling.
+        gate: ``"sigmoid"`` (the paper), ``"tanh"`` or ``"relu"`` (the paper's excitation ablation).
+        identity_init: zero the last layer so the module starts as the identity (see the module
+            docstring for the gate forms this selects).
+
+    Shapes: ``x (B, C, H, W) -> (B, C, H, W)``; the gate ``(B, C)`` goes through ``self.tap``.
+
+    >>> se = SqueezeExcite(32, reduction=8)
+    >>> se(torch.randn(2, 32, 5, 7)).shape
+    torch.Size([2, 32, 5, 7])
+    >>> se.excitation(torch.randn(2, 32, 5, 7)).shape
+    torch.Size([2, 32])
+    >>> x = torch.randn(2, 32, 5, 7)
+    >>> torch.equal(SqueezeExcite(32, identity_init=True)(x), x)
+    True
+    """
+
+    supports_identity_init = True
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        reduction: int = 16,
+        pool: str = "avg",
+        gate: str = "sigmoid",
+        identity_init: bool = False,
+    ) -> None:
+        super().__init__()
+        check_positive(channels, "channels", integer=True)
+        check_positive(reduction, "reduction", integer=True)
+        check_choice(pool, "pool", POOLS)
+        check_choice(gate, "gate", GATES)
+        check_type(identity_init, "identity_init", bool)
+        self.channels = channels
+        self.reduction = reduction
+        self.pool = pool
+        self.gate = gate
+        self.identity_init = identity_init
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+        self.tap = AttentionTap("channel")
+        if identity_init:
+            nn.init.zeros_(self.fc2.weight)
+            nn.init.constant_(self.fc2.bias, 1.0 if gate == "relu" else 0.0)
+
+    def excitation(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate ``g`` of eqs. 2-3, ``(B, C, H, W) -> (B, C)``, emitted through ``self.tap``."""
+        check_tensor(x, "x", ndim=4, channels=self.channels)
+        s = x.mean((2, 3)) if self.pool == "avg" else x.amax((2, 3))
+        z = F.linear(F.relu(self.fc1(s), inplace=True), self.fc2.weight, self.fc2.bias)
+        if self.gate == "sigmoid":
+            g = torch.sigmoid(z)
+            if self.identity_init:
+                g = g * 2.0
+        elif self.gate == "tanh":
+            g = torch.tanh(z)
+            if self.identity_init:
+                g = g + 1.0
+        else:
+            g = F.relu(z)
+        return self.tap(g)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Rescale the channels of ``x`` (eq. 4): ``(B, C, H, W) -> (B, C, H, W)``."""
+        g = self.excitation(x)
+        return x * g[:, :, None, None]
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.channels}, reduction={self.reduction}, pool={self.pool!r}, gate={self.gate!r}, "
+            f"identity_init={self.identity_init}"
+        )
