@@ -178,8 +178,8 @@ class SpatialTransformer(nn.Module):
         theta = self.localization(x)
         if theta.ndim != 2 or theta.shape != (x.shape[0], self.num_params):
             raise ValueError(
-                f"localization must return (B, {self.num_params}) parameters for transform={self.transform!r},"
-                f" got shape {tuple(theta.shape)}"
+                f"localization must return (B, {self.num_params}) parameters for"
+                f" transform={self.transform!r}, got shape {tuple(theta.shape)}"
             )
         return theta
 

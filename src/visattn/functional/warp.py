@@ -230,8 +230,8 @@ def tps_grid(
     b = offsets.shape[0]
     if offsets[0].numel() != 2 * k:
         raise ValueError(
-            f"offsets must be (B, {k}, 2) or (B, {2 * k}) for grid_size={tuple(_pair(grid_size, 'grid_size'))},"
-            f" got shape {tuple(offsets.shape)}"
+            f"offsets must be (B, {k}, 2) or (B, {2 * k}) for"
+            f" grid_size={_pair(grid_size, 'grid_size')}, got shape {tuple(offsets.shape)}"
         )
     offsets = offsets.reshape(b, k, 2)
     h, w = _pair(size, "size")
@@ -348,7 +348,8 @@ def warp(
     check_tensor(theta, "theta", ndim=(2, 3), layout="(B, ...) parameters")
     if theta.shape[0] != x.shape[0]:
         raise ValueError(
-            f"theta must have one row per image: x has batch {x.shape[0]}, theta has shape {tuple(theta.shape)}"
+            f"theta must have one row per image: x has batch {x.shape[0]},"
+            f" theta has shape {tuple(theta.shape)}"
         )
     size = tuple(x.shape[-2:]) if out_size is None else _pair(out_size, "out_size")
     grid = make_grid(theta, size, transform=transform, grid_size=grid_size, align_corners=align_corners)
