@@ -1,5 +1,9 @@
 """The training engine: one code path for a single CPU process and for ``torchrun`` DDP.
 
+The training order comes from a ``DistributedSampler`` seeded by ``(seed, epoch)`` in every case
+(``num_replicas=1`` in a single process), so a resumed run sees the same batches as an
+uninterrupted one, and N processes together see exactly the global batches of one process.
+
 ``fit(TrainConfig)`` loads the data (validation split carved from the training set with a fixed
 seed), builds the model (optionally loading ``weights`` and inserting attention with
 ``retrofit``), trains with SGD/AdamW, a warm-up + cosine/step schedule, label smoothing, optional
@@ -30,7 +34,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from visattn.train.checkpoint import atomic_save, capture_rng, load_weights, restore_rng, safe_load
 from visattn.train.config import TrainConfig, config_to_dict
@@ -180,6 +184,15 @@ class Trainer:
             augment=cfg.augment, num_workers=cfg.num_workers, distributed=info.distributed,
             limit_train=cfg.limit_train, eval_batch_size=eval_bs,
         )
+        self.train_sampler = DistributedSampler(
+            self.loaders.train.dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+            seed=cfg.seed, drop_last=True,
+        )
+        self.train_loader = DataLoader(
+            self.loaders.train.dataset, batch_size=local_bs, sampler=self.train_sampler, drop_last=True,
+            num_workers=cfg.num_workers, collate_fn=self.loaders.train.collate_fn,
+            pin_memory=info.device.type == "cuda", persistent_workers=cfg.num_workers > 0,
+        )
         self.val_loader = _shard(self.loaders.val, info, eval_bs)
         self.test_loader = _shard(self.loaders.test, info, eval_bs)
 
@@ -200,7 +213,7 @@ class Trainer:
         if cfg.compile:
             runner = torch.compile(runner)  # type: ignore[assignment]
         self.runner = runner
-        self.steps_per_epoch = len(self.loaders.train)
+        self.steps_per_epoch = len(self.train_loader)
         if cfg.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -304,9 +317,8 @@ class Trainer:
         """Train over ``batches`` (default: this epoch's training loader); return mean terms."""
         self.model.train()
         if batches is None:
-            if self.loaders.train_sampler is not None:
-                self.loaders.train_sampler.set_epoch(self.start_epoch)
-            batches = self.loaders.train
+            self.train_sampler.set_epoch(self.start_epoch)
+            batches = self.train_loader
         dev, cl = self.info.device, self.cfg.channels_last
         sums: dict[str, torch.Tensor] = {}
         n_img, t0 = 0, time.perf_counter()

@@ -1,0 +1,46 @@
+# visattn: `make demo` and `make test` do all set-up on a fresh Debian machine with Python 3.11.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: install demo test lint typecheck pytest clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, by itself: pip then keeps it when resolving the rest (no second, different torch).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "torch>=2.4" "torchvision>=0.19"
+	$(BIN)/pip install --quiet -e ".[test,timm,viz]"
+	touch $@
+
+# Fashion-MNIST from Debian's package, when we may install packages (root) and it is missing.
+$(FMNIST):
+	@if [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq dataset-fashion-mnist || \
+		 (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	else \
+		echo "note: $(FMNIST) is missing; run 'sudo apt-get install dataset-fashion-mnist' for the demo"; \
+	fi
+
+install: $(VENV)/.installed $(FMNIST)
+
+demo: install
+	$(BIN)/visattn demo --out runs/demo
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest -n 2 -m "not gpu" -q
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,119 @@
+"""The engine trains, checkpoints, resumes exactly, and matches itself under torchrun."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from visattn.train import TrainConfig, Trainer, fit, safe_load
+
+
+def _cfg(tmp_path: Path, data: Path, **kw) -> TrainConfig:
+    base = dict(model="mnist_cnn", data="npz", data_dir=str(data), epochs=2, batch_size=32, lr=0.05,
+                out=str(tmp_path / "run"), progress=False, limit_train=256, augment="none", seed=3,
+                deterministic=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_a_few_steps_lower_the_loss_on_real_images(tmp_path, fmnist_small):
+    cfg = _cfg(tmp_path, fmnist_small, epochs=1, limit_train=None, max_steps_per_epoch=30, val_fraction=0.1)
+    tr = Trainer(cfg)
+    x, y = next(iter(tr.val_loader))
+    tr.model.eval()
+    with torch.no_grad():
+        before = torch.nn.functional.cross_entropy(tr.model(x), y).item()
+    tr.train_epoch()
+    tr.model.eval()
+    with torch.no_grad():
+        after = torch.nn.functional.cross_entropy(tr.model(x), y).item()
+    assert after < 0.8 * before, (before, after)
+
+
+def test_checkpoint_config_and_logs_are_written(tmp_path, fmnist_small):
+    summary = fit(_cfg(tmp_path, fmnist_small))
+    run = tmp_path / "run"
+    for name in ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "metrics.csv", "summary.json"):
+        assert (run / name).is_file(), name
+    ck = safe_load(run / "last.pt")
+    assert ck["epoch"] == 2 and len(ck["history"]) == 2
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]
+    assert 0 <= summary["test_top1"] <= 100 and summary["test_n"] == 300
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path, fmnist_small):
+    full = Trainer(_cfg(tmp_path / "a", fmnist_small, epochs=3, augment="default"))
+    full.run()
+    first = Trainer(_cfg(tmp_path / "b", fmnist_small, epochs=1, augment="default"))
+    first.run()
+    resumed = Trainer(_cfg(tmp_path / "b", fmnist_small, epochs=3, augment="default", resume=True))
+    assert resumed.start_epoch == 1
+    resumed.run()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+
+
+def test_extra_losses_are_added_and_logged(tmp_path, fmnist_small):
+    from visattn.models import mnist_cnn
+
+    class WithAux(mnist_cnn.MnistCNN):
+        def extra_losses(self, output, target):
+            return {"aux": 0.5 * output.pow(2).mean()}
+
+    tr = Trainer(_cfg(tmp_path, fmnist_small, epochs=1, max_steps_per_epoch=3))
+    aux = WithAux(num_classes=10, in_chans=1)
+    aux.load_state_dict(tr.model.state_dict())
+    tr.model = tr.runner = aux
+    tr.extra_losses = aux.extra_losses
+    tr.optimizer = torch.optim.SGD(aux.parameters(), lr=0.01)
+    tr.scheduler = torch.optim.lr_scheduler.LambdaLR(tr.optimizer, lambda s: 1.0)
+    x, y = next(iter(tr.train_loader))
+    terms = tr.train_step(x, y)
+    assert set(terms) >= {"ce", "aux", "loss"}
+    torch.testing.assert_close(terms["loss"], terms["ce"] + terms["aux"])
+
+
+def test_nonfinite_loss_stops_with_a_clear_error(tmp_path, fmnist_small):
+    tr = Trainer(_cfg(tmp_path, fmnist_small, epochs=1))
+    x, y = next(iter(tr.train_loader))
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        tr.train_step(x * float("nan"), y)
+
+
+def test_bad_image_size_is_refused_before_training(tmp_path, fmnist_small):
+    with pytest.raises(ValueError, match="at least 32x32"):
+        Trainer(_cfg(tmp_path, fmnist_small, model="resnet18"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_matches_one_process(tmp_path, fmnist_small):
+    common = ["--model", "mnist_cnn", "--data", "npz", "--data-dir", str(fmnist_small), "--epochs", "1",
+              "--batch-size", "32", "--lr", "0.05", "--seed", "1", "--set", "model_kwargs.norm=group",
+              "--set", "augment=none", "--set", "limit_train=256", "--set", "progress=false",
+              "--set", "deterministic=true"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = [sys.executable, "-m", "visattn", "train", "--out", str(tmp_path / "one"), *common]
+    subprocess.run(one, check=True, env=env, capture_output=True, timeout=300)
+    two = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), "-m", "visattn", "train", "--out", str(tmp_path / "two"), *common]
+    res = subprocess.run(two, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    a = safe_load(tmp_path / "one" / "last.pt")["model"]
+    b = safe_load(tmp_path / "two" / "last.pt")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
