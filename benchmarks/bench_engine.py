@@ -30,18 +30,34 @@ def _make_trainer(tmp: Path, batch: int):
 
     rng = np.random.default_rng(0)
     npz = tmp / "rand32.npz"
-    np.savez(npz, x_train=rng.integers(0, 256, (batch * 4, 32, 32, 3), dtype=np.uint8),
-             y_train=rng.integers(0, 10, batch * 4), x_test=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
-             y_test=rng.integers(0, 10, 16))
-    cfg = TrainConfig(model="resnet20", data="npz", data_dir=str(npz), batch_size=batch, epochs=1000,
-                      out=str(tmp / "run"), progress=True, val_fraction=0.0, augment="none", lr=0.05)
+    np.savez(
+        npz,
+        x_train=rng.integers(0, 256, (batch * 4, 32, 32, 3), dtype=np.uint8),
+        y_train=rng.integers(0, 10, batch * 4),
+        x_test=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+        y_test=rng.integers(0, 10, 16),
+    )
+    cfg = TrainConfig(
+        model="resnet20",
+        data="npz",
+        data_dir=str(npz),
+        batch_size=batch,
+        epochs=1000,
+        out=str(tmp / "run"),
+        progress=True,
+        val_fraction=0.0,
+        augment="none",
+        lr=0.05,
+    )
     return Trainer(cfg)
 
 
 def _batches(steps: int, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
-    return [(torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g))
-            for _ in range(steps)]
+    return [
+        (torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g))
+        for _ in range(steps)
+    ]
 
 
 def _bare(model, opt, batches) -> None:
@@ -73,7 +89,9 @@ def _child(mode: str, steps: int, batch: int, threads: int) -> None:
             _bare(model, opt, batches)
         else:
             tr.train_epoch(batches)
-    print(json.dumps({"mode": mode, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps({"mode": mode, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    )
 
 
 def main() -> None:
@@ -110,14 +128,39 @@ def main() -> None:
     imgs = a.steps * a.batch
     mem = {}
     for mode in ("bare", "engine"):
-        out = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", "3", "--batch", str(a.batch),
-                              "--threads", str(a.threads)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                mode,
+                "--steps",
+                "3",
+                "--batch",
+                str(a.batch),
+                "--threads",
+                str(a.threads),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         mem[mode] = json.loads(out.stdout.strip().splitlines()[-1])["max_rss_mib"]
-    res = {"model": "resnet20", "batch": a.batch, "threads": a.threads, "rounds": a.rounds, "steps": a.steps,
-           "bare_s_per_step": ma / a.steps, "engine_s_per_step": mb / a.steps,
-           "bare_img_s": imgs / ma, "engine_img_s": imgs / mb, "overhead_pct": 100 * (mb / ma - 1),
-           "peak_rss_mib_bare": round(mem["bare"]), "peak_rss_mib_engine": round(mem["engine"]),
-           "torch": torch.__version__}
+    res = {
+        "model": "resnet20",
+        "batch": a.batch,
+        "threads": a.threads,
+        "rounds": a.rounds,
+        "steps": a.steps,
+        "bare_s_per_step": ma / a.steps,
+        "engine_s_per_step": mb / a.steps,
+        "bare_img_s": imgs / ma,
+        "engine_img_s": imgs / mb,
+        "overhead_pct": 100 * (mb / ma - 1),
+        "peak_rss_mib_bare": round(mem["bare"]),
+        "peak_rss_mib_engine": round(mem["engine"]),
+        "torch": torch.__version__,
+    }
     print(json.dumps(res, indent=1))
 
 

@@ -11,9 +11,26 @@ from visattn.cli import main
 
 
 def _train_args(fmnist_small, out, *extra):
-    return ["train", "--model", "mnist_cnn", "--data", "npz", "--data-dir", str(fmnist_small), "--epochs", "1",
-            "--batch-size", "64", "--out", str(out), "--set", "progress=false", "--set", "limit_train=256",
-            *extra]
+    return [
+        "train",
+        "--model",
+        "mnist_cnn",
+        "--data",
+        "npz",
+        "--data-dir",
+        str(fmnist_small),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--out",
+        str(out),
+        "--set",
+        "progress=false",
+        "--set",
+        "limit_train=256",
+        *extra,
+    ]
 
 
 def test_train_then_eval(tmp_path, fmnist_small, capsys):
@@ -55,8 +72,21 @@ def test_bad_options_exit_2_naming_the_argument(tmp_path, fmnist_small, capsys, 
 
 
 def test_missing_data_path_exits_2(tmp_path, capsys):
-    rc = main(["train", "--model", "mnist_cnn", "--data", "npz", "--data-dir", str(tmp_path / "none.npz"),
-               "--out", str(tmp_path / "r"), "--set", "progress=false"])
+    rc = main(
+        [
+            "train",
+            "--model",
+            "mnist_cnn",
+            "--data",
+            "npz",
+            "--data-dir",
+            str(tmp_path / "none.npz"),
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "progress=false",
+        ]
+    )
     assert rc == 2
     assert "none.npz" in capsys.readouterr().err
 

@@ -127,6 +127,7 @@ def test_duplicate_registration_is_refused():
 
 def test_torchvision_resnet_weights_load_into_visattn_resnets():
     import torchvision
+
     for name in ("resnet18", "resnet50"):
         ours = visattn.create_model(name, num_classes=1000).eval()
         theirs = getattr(torchvision.models, name)().eval()
@@ -137,7 +138,9 @@ def test_torchvision_resnet_weights_load_into_visattn_resnets():
 
 
 def test_cifar_resnet_sizes_match_the_paper():
-    counts = {d: sum(p.numel() for p in visattn.create_model(f"resnet{d}").parameters()) for d in (20, 56, 110)}
+    counts = {
+        d: sum(p.numel() for p in visattn.create_model(f"resnet{d}").parameters()) for d in (20, 56, 110)
+    }
     # He et al. 2016, Table 6: 0.27M, 0.85M, 1.7M
     assert abs(counts[20] - 0.27e6) / 0.27e6 < 0.02
     assert abs(counts[56] - 0.85e6) / 0.85e6 < 0.02

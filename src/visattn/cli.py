@@ -38,16 +38,22 @@ def _kv(items: list[str] | None, option: str) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``visattn`` command."""
-    p = _Parser(prog="visattn", description="Attention mechanisms for image classification.",
-                epilog="Multi-GPU / multi-machine: torchrun --nproc-per-node N -m visattn train ...")
+    p = _Parser(
+        prog="visattn",
+        description="Attention mechanisms for image classification.",
+        epilog="Multi-GPU / multi-machine: torchrun --nproc-per-node N -m visattn train ...",
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ls = sub.add_parser("list", help="list registered models, attention types and datasets")
     ls.add_argument("what", nargs="?", choices=["models", "attention", "datasets", "all"], default="all")
 
-    tr = sub.add_parser("train", help="train a model (single process or under torchrun)",
-                        description="Train a model. Options map to TrainConfig fields; "
-                                    "--set key=value overrides any field (e.g. --set lr=0.05).")
+    tr = sub.add_parser(
+        "train",
+        help="train a model (single process or under torchrun)",
+        description="Train a model. Options map to TrainConfig fields; "
+        "--set key=value overrides any field (e.g. --set lr=0.05).",
+    )
     tr.add_argument("--config", help="YAML file of TrainConfig fields")
     tr.add_argument("--model", help="registered model name (see `visattn list models`)")
     tr.add_argument("--data", help="registered dataset name (see `visattn list datasets`)")
@@ -63,8 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last.pt")
     tr.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="option of the model builder")
     tr.add_argument("--base", help="trained CNN weights for feedback models (sets model_kwargs.base)")
-    tr.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
-                    help="override any config field (repeatable)")
+    tr.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override any config field (repeatable)",
+    )
     tr.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
     ev = sub.add_parser("eval", help="evaluate weights on a dataset's test (or validation) split")
@@ -80,8 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     de = sub.add_parser("demo", help="the main job: train a baseline and each attention model, compare")
     de.add_argument("--out", default="runs/demo")
     de.add_argument("--data-dir", help="Fashion-MNIST folder (default: Debian's package folder)")
-    de.add_argument("--budget", choices=["tiny", "short"], default="short",
-                    help="tiny: seconds (smoke test); short: about 10 minutes on 2 CPU cores")
+    de.add_argument(
+        "--budget",
+        choices=["tiny", "short"],
+        default="short",
+        help="tiny: seconds (smoke test); short: about 10 minutes on 2 CPU cores",
+    )
     return p
 
 
@@ -89,10 +104,20 @@ def _train_config(args: argparse.Namespace):
     from visattn.train import apply_overrides, config_from_dict, load_config
 
     data: dict[str, Any] = load_config(args.config) if args.config else {}
-    flat = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "download": args.download,
-            "weights": args.weights, "retrofit": args.retrofit, "epochs": args.epochs,
-            "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "out": args.out,
-            "resume": args.resume}
+    flat = {
+        "model": args.model,
+        "data": args.data,
+        "data_dir": args.data_dir,
+        "download": args.download,
+        "weights": args.weights,
+        "retrofit": args.retrofit,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "out": args.out,
+        "resume": args.resume,
+    }
     data.update({k: v for k, v in flat.items() if v is not None})
     model_kwargs = dict(data.get("model_kwargs") or {})
     model_kwargs.update(_kv(args.model_arg, "--model-arg"))
@@ -115,14 +140,20 @@ def _check_names(model: str | None, data: str | None, retrofit: str | None) -> N
     if data is not None and data not in list_datasets():
         raise ValueError(f"--data: unknown dataset {data!r}; valid names: {list_datasets()}")
     if retrofit is not None and retrofit not in visattn.list_attention():
-        raise ValueError(f"--retrofit: unknown attention {retrofit!r}; valid names: {visattn.list_attention()}")
+        raise ValueError(
+            f"--retrofit: unknown attention {retrofit!r}; valid names: {visattn.list_attention()}"
+        )
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     import visattn
     from visattn.data import list_datasets
 
-    groups = {"models": visattn.list_models(), "attention": visattn.list_attention(), "datasets": list_datasets()}
+    groups = {
+        "models": visattn.list_models(),
+        "attention": visattn.list_attention(),
+        "datasets": list_datasets(),
+    }
     for name, items in groups.items():
         if args.what in (name, "all"):
             print(f"{name}: {', '.join(items)}")
@@ -161,10 +192,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     model_kwargs = dict(saved.get("model_kwargs") or {}) if model == saved.get("model") else {}
     model_kwargs.update(_kv(args.model_arg, "--model-arg"))
     data_dir = args.data_dir or (saved.get("data_dir") if data == saved.get("data") else None)
-    cfg = TrainConfig(model=model, data=data, data_dir=data_dir, model_kwargs=model_kwargs, retrofit=retrofit,
-                      retrofit_kwargs=dict(saved.get("retrofit_kwargs") or {}) if retrofit else {},
-                      weights=args.weights, val_fraction=float(saved.get("val_fraction", 0.1)),
-                      seed=int(saved.get("seed", 0)), data_kwargs=dict(saved.get("data_kwargs") or {}))
+    cfg = TrainConfig(
+        model=model,
+        data=data,
+        data_dir=data_dir,
+        model_kwargs=model_kwargs,
+        retrofit=retrofit,
+        retrofit_kwargs=dict(saved.get("retrofit_kwargs") or {}) if retrofit else {},
+        weights=args.weights,
+        val_fraction=float(saved.get("val_fraction", 0.1)),
+        seed=int(saved.get("seed", 0)),
+        data_kwargs=dict(saved.get("data_kwargs") or {}),
+    )
     splits = load_dataset(cfg.data, data_dir=cfg.data_dir, seed=cfg.seed, **cfg.data_kwargs)
     # retrofit first, then load: a retrofitted network's weights hold the inserted modules.
     weights, cfg.weights = cfg.weights, None
@@ -173,8 +212,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     load_weights(net, weights, strict=True)
     check_model_fits(net, cfg.model, splits.in_chans, splits.image_size)
-    loaders = make_loaders(splits, batch_size=args.batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                           augment="none", eval_batch_size=args.batch_size)
+    loaders = make_loaders(
+        splits,
+        batch_size=args.batch_size,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        augment="none",
+        eval_batch_size=args.batch_size,
+    )
     loader = loaders.test if args.split == "test" else loaders.val
     if loader is None:
         raise ValueError(f"--split {args.split}: this run has no {args.split} split")

@@ -31,14 +31,22 @@ class DemoEntry:
 
 DEMO_ENTRIES: tuple[DemoEntry, ...] = (
     DemoEntry("CNN (baseline)", "mnist_cnn", "none"),
-    DemoEntry("CNN + SE", "mnist_cnn", "squeeze-excitation", {"model_kwargs": {"attn_layer": "se",
-                                                                              "attn_kwargs": {"reduction": 4}}}),
+    DemoEntry(
+        "CNN + SE",
+        "mnist_cnn",
+        "squeeze-excitation",
+        {"model_kwargs": {"attn_layer": "se", "attn_kwargs": {"reduction": 4}}},
+    ),
     DemoEntry("ResNet-20 (baseline)", "resnet20", "none"),
     DemoEntry("SE-ResNet-20", "se_resnet20", "squeeze-excitation"),
     DemoEntry("Residual attention (Attention-56, CIFAR layout)", "attention56_cifar", "residual attention"),
     DemoEntry("ST-CNN", "st_cnn_mnist", "spatial transformer"),
-    DemoEntry("RAM (6 glimpses)", "ram", "hard attention (REINFORCE)",
-              {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0}),
+    DemoEntry(
+        "RAM (6 glimpses)",
+        "ram",
+        "hard attention (REINFORCE)",
+        {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0},
+    ),
     DemoEntry("dasNet over the baseline CNN", "dasnet", "feedback (SNES)", needs_base=True),
 )
 
@@ -49,9 +57,16 @@ _BUDGETS: dict[str, dict[str, Any]] = {
 
 
 def _row(entry: DemoEntry, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
-    return {"label": entry.label, "model": entry.model, "mechanism": entry.mechanism,
-            "params": summary.get("params"), "val_top1": summary.get("best_val_top1"),
-            "test_top1": summary.get("test_top1"), "seconds": round(seconds, 1), "out": summary.get("out")}
+    return {
+        "label": entry.label,
+        "model": entry.model,
+        "mechanism": entry.mechanism,
+        "params": summary.get("params"),
+        "val_top1": summary.get("best_val_top1"),
+        "test_top1": summary.get("test_top1"),
+        "seconds": round(seconds, 1),
+        "out": summary.get("out"),
+    }
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -64,8 +79,13 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return head + body
 
 
-def run_demo(*, out: str = "runs/demo", data_dir: str | None = None, budget: str = "short",
-             entries: tuple[DemoEntry, ...] = DEMO_ENTRIES) -> list[dict[str, Any]]:
+def run_demo(
+    *,
+    out: str = "runs/demo",
+    data_dir: str | None = None,
+    budget: str = "short",
+    entries: tuple[DemoEntry, ...] = DEMO_ENTRIES,
+) -> list[dict[str, Any]]:
     """Train every available demo entry; print and write the comparison (``results.md``/``.json``)."""
     import visattn
     from visattn._validate import check_choice
@@ -85,9 +105,15 @@ def run_demo(*, out: str = "runs/demo", data_dir: str | None = None, budget: str
             missing.append(f"{entry.label} (no trained baseline CNN)")
             continue
         print(f"[{i + 1}/{len(available)}] {entry.label}: training {entry.model}", flush=True)
-        settings: dict[str, Any] = {"model": entry.model, "data": "fashion_mnist", "data_dir": data_dir,
-                                    "out": str(root / f"{i:02d}_{entry.model}"), "seed": 0, "progress": False,
-                                    **_BUDGETS[budget]}
+        settings: dict[str, Any] = {
+            "model": entry.model,
+            "data": "fashion_mnist",
+            "data_dir": data_dir,
+            "out": str(root / f"{i:02d}_{entry.model}"),
+            "seed": 0,
+            "progress": False,
+            **_BUDGETS[budget],
+        }
         for k, v in entry.overrides.items():
             settings[k] = dict(v) if isinstance(v, dict) else v
         if entry.needs_base:
@@ -99,8 +125,10 @@ def run_demo(*, out: str = "runs/demo", data_dir: str | None = None, budget: str
             base_weights = str(Path(summary["out"]) / "best.pt")
     table = _table(rows)
     note = f"\nNot run: {', '.join(missing)}\n" if missing else ""
-    header = (f"Fashion-MNIST, budget '{budget}' ({_BUDGETS[budget]}), seed 0; checkpoint chosen on a "
-              "validation split carved from the training set; test evaluated once.\n\n")
+    header = (
+        f"Fashion-MNIST, budget '{budget}' ({_BUDGETS[budget]}), seed 0; checkpoint chosen on a "
+        "validation split carved from the training set; test evaluated once.\n\n"
+    )
     (root / "results.md").write_text(header + table + note)
     (root / "results.json").write_text(json.dumps(rows, indent=1))
     print("\n" + header + table + note)

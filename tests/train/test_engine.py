@@ -15,9 +15,20 @@ from visattn.train import TrainConfig, Trainer, fit, safe_load
 
 
 def _cfg(tmp_path: Path, data: Path, **kw) -> TrainConfig:
-    base = dict(model="mnist_cnn", data="npz", data_dir=str(data), epochs=2, batch_size=32, lr=0.05,
-                out=str(tmp_path / "run"), progress=False, limit_train=256, augment="none", seed=3,
-                deterministic=True)
+    base = dict(
+        model="mnist_cnn",
+        data="npz",
+        data_dir=str(data),
+        epochs=2,
+        batch_size=32,
+        lr=0.05,
+        out=str(tmp_path / "run"),
+        progress=False,
+        limit_train=256,
+        augment="none",
+        seed=3,
+        deterministic=True,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -102,15 +113,52 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_process_torchrun_matches_one_process(tmp_path, fmnist_small):
-    common = ["--model", "mnist_cnn", "--data", "npz", "--data-dir", str(fmnist_small), "--epochs", "1",
-              "--batch-size", "32", "--lr", "0.05", "--seed", "1", "--set", "model_kwargs.norm=group",
-              "--set", "augment=none", "--set", "limit_train=256", "--set", "progress=false",
-              "--set", "deterministic=true"]
+    common = [
+        "--model",
+        "mnist_cnn",
+        "--data",
+        "npz",
+        "--data-dir",
+        str(fmnist_small),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.05",
+        "--seed",
+        "1",
+        "--set",
+        "model_kwargs.norm=group",
+        "--set",
+        "augment=none",
+        "--set",
+        "limit_train=256",
+        "--set",
+        "progress=false",
+        "--set",
+        "deterministic=true",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = [sys.executable, "-m", "visattn", "train", "--out", str(tmp_path / "one"), *common]
     subprocess.run(one, check=True, env=env, capture_output=True, timeout=300)
-    two = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), "-m", "visattn", "train", "--out", str(tmp_path / "two"), *common]
+    two = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "visattn",
+        "train",
+        "--out",
+        str(tmp_path / "two"),
+        *common,
+    ]
     res = subprocess.run(two, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     a = safe_load(tmp_path / "one" / "last.pt")["model"]

@@ -16,7 +16,6 @@ Kinds and the shapes they carry:
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 __all__ = ["AttentionTap", "TAP_KINDS"]

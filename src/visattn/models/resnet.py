@@ -34,7 +34,12 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(
-        self, in_planes: int, planes: int, stride: int = 1, *, attn_layer: str | None = None,
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        attn_layer: str | None = None,
         attn_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
@@ -64,7 +69,12 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(
-        self, in_planes: int, planes: int, stride: int = 1, *, attn_layer: str | None = None,
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        attn_layer: str | None = None,
         attn_kwargs: dict | None = None,
     ) -> None:
         super().__init__()

@@ -125,13 +125,17 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
                 return
             except TypeError:
                 continue
-        raise TypeError(f"config key {name!r} must be {_type_name(hint)}, got {type(value).__name__} {value!r}")
+        raise TypeError(
+            f"config key {name!r} must be {_type_name(hint)}, got {type(value).__name__} {value!r}"
+        )
     base = origin or hint
     ok = isinstance(value, base) and not (isinstance(value, bool) and base in (int, float))
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
-        raise TypeError(f"config key {name!r} must be {_type_name(hint)}, got {type(value).__name__} {value!r}")
+        raise TypeError(
+            f"config key {name!r} must be {_type_name(hint)}, got {type(value).__name__} {value!r}"
+        )
     if base is list:
         (item,) = typing.get_args(hint) or (Any,)
         if item is not Any:

@@ -121,8 +121,12 @@ def evaluate(
         )
     all_reduce_sum(sums)
     n = max(1.0, sums[3].item())
-    return {"loss": sums[0].item() / n, "top1": 100 * sums[1].item() / n, "top5": 100 * sums[2].item() / n,
-            "n": int(sums[3].item())}
+    return {
+        "loss": sums[0].item() / n,
+        "top1": 100 * sums[1].item() / n,
+        "top5": 100 * sums[2].item() / n,
+        "n": int(sums[3].item()),
+    }
 
 
 def _shard(loader: DataLoader | None, info: DistInfo, batch_size: int) -> DataLoader | None:
@@ -130,8 +134,13 @@ def _shard(loader: DataLoader | None, info: DistInfo, batch_size: int) -> DataLo
     if loader is None or not info.distributed:
         return loader
     ds = loader.dataset
-    return DataLoader(Subset(ds, range(info.rank, len(ds), info.world_size)), batch_size=batch_size,
-                      shuffle=False, num_workers=loader.num_workers, collate_fn=loader.collate_fn)
+    return DataLoader(
+        Subset(ds, range(info.rank, len(ds), info.world_size)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+    )
 
 
 class Trainer:
@@ -175,23 +184,43 @@ class Trainer:
                 f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
                 f"{info.world_size} processes"
             )
-        self.splits = load_dataset(cfg.data, data_dir=cfg.data_dir, download=cfg.download and info.is_main,
-                                   seed=cfg.seed, **cfg.data_kwargs)
+        self.splits = load_dataset(
+            cfg.data,
+            data_dir=cfg.data_dir,
+            download=cfg.download and info.is_main,
+            seed=cfg.seed,
+            **cfg.data_kwargs,
+        )
         local_bs = cfg.batch_size // info.world_size
         eval_bs = cfg.eval_batch_size or max(local_bs, 256)
         self.loaders = make_loaders(
-            self.splits, batch_size=local_bs, val_fraction=cfg.val_fraction, seed=cfg.seed,
-            augment=cfg.augment, num_workers=cfg.num_workers, distributed=info.distributed,
-            limit_train=cfg.limit_train, eval_batch_size=eval_bs,
+            self.splits,
+            batch_size=local_bs,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.seed,
+            augment=cfg.augment,
+            num_workers=cfg.num_workers,
+            distributed=info.distributed,
+            limit_train=cfg.limit_train,
+            eval_batch_size=eval_bs,
         )
         self.train_sampler = DistributedSampler(
-            self.loaders.train.dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-            seed=cfg.seed, drop_last=True,
+            self.loaders.train.dataset,
+            num_replicas=info.world_size,
+            rank=info.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=True,
         )
         self.train_loader = DataLoader(
-            self.loaders.train.dataset, batch_size=local_bs, sampler=self.train_sampler, drop_last=True,
-            num_workers=cfg.num_workers, collate_fn=self.loaders.train.collate_fn,
-            pin_memory=info.device.type == "cuda", persistent_workers=cfg.num_workers > 0,
+            self.loaders.train.dataset,
+            batch_size=local_bs,
+            sampler=self.train_sampler,
+            drop_last=True,
+            num_workers=cfg.num_workers,
+            collate_fn=self.loaders.train.collate_fn,
+            pin_memory=info.device.type == "cuda",
+            persistent_workers=cfg.num_workers > 0,
         )
         self.val_loader = _shard(self.loaders.val, info, eval_bs)
         self.test_loader = _shard(self.loaders.test, info, eval_bs)
@@ -223,15 +252,23 @@ class Trainer:
             if not params:
                 raise ValueError(f"model {cfg.model!r} has no trainable parameters")
             if cfg.optimizer == "sgd":
-                self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                                 nesterov=cfg.nesterov and cfg.momentum > 0,
-                                                 weight_decay=cfg.weight_decay)
+                self.optimizer = torch.optim.SGD(
+                    params,
+                    lr=cfg.lr,
+                    momentum=cfg.momentum,
+                    nesterov=cfg.nesterov and cfg.momentum > 0,
+                    weight_decay=cfg.weight_decay,
+                )
             else:
                 self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-            mult = lr_multiplier(cfg.schedule, total_steps=cfg.epochs * self.steps_per_epoch,
-                                 steps_per_epoch=self.steps_per_epoch,
-                                 warmup_steps=int(cfg.warmup_epochs * self.steps_per_epoch),
-                                 step_epochs=cfg.step_epochs, gamma=cfg.step_gamma)
+            mult = lr_multiplier(
+                cfg.schedule,
+                total_steps=cfg.epochs * self.steps_per_epoch,
+                steps_per_epoch=self.steps_per_epoch,
+                warmup_steps=int(cfg.warmup_epochs * self.steps_per_epoch),
+                step_epochs=cfg.step_epochs,
+                gamma=cfg.step_gamma,
+            )
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, mult)
         self.extra_losses = getattr(model, "extra_losses", None)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -276,8 +313,15 @@ class Trainer:
         state = self.state()
         atomic_save(state, self.out / "last.pt")
         if is_best:
-            atomic_save({"model": state["model"], "epoch": self.start_epoch, "val_top1": self.best_top1,
-                         "config": state["config"]}, self.out / "best.pt")
+            atomic_save(
+                {
+                    "model": state["model"],
+                    "epoch": self.start_epoch,
+                    "val_top1": self.best_top1,
+                    "config": state["config"],
+                },
+                self.out / "best.pt",
+            )
         write_history(self.out, self.history)
 
     # ---------------------------------------------------------------- training
@@ -297,8 +341,10 @@ class Trainer:
                     loss = loss + value
                     terms[name] = value.detach()
         if not torch.isfinite(loss):
-            msg = (f"non-finite loss {loss.item()} at epoch {self.start_epoch}, step {self.global_step} "
-                   f"(terms: { {k: v.item() for k, v in terms.items()} }); lower lr or enable grad_clip")
+            msg = (
+                f"non-finite loss {loss.item()} at epoch {self.start_epoch}, step {self.global_step} "
+                f"(terms: { {k: v.item() for k, v in terms.items()} }); lower lr or enable grad_clip"
+            )
             if self.cfg.nonfinite == "raise":
                 raise FloatingPointError(msg)
             self.optimizer.zero_grad(set_to_none=True)
@@ -326,8 +372,13 @@ class Trainer:
         if self.cfg.progress and self.info.is_main:
             from tqdm import tqdm
 
-            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.start_epoch + 1}/{self.cfg.epochs}",
-                       unit="step", mininterval=1.0, leave=False)
+            bar = tqdm(
+                total=self.steps_per_epoch,
+                desc=f"epoch {self.start_epoch + 1}/{self.cfg.epochs}",
+                unit="step",
+                mininterval=1.0,
+                leave=False,
+            )
         n_steps = 0
         for i, (x, y) in enumerate(itertools.islice(batches, self.steps_per_epoch)):
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
@@ -343,8 +394,9 @@ class Trainer:
                 bar.update(1)
                 if i % self.cfg.log_every == 0:
                     rate = n_img * self.info.world_size / max(1e-9, time.perf_counter() - t0)
-                    bar.set_postfix(loss=f"{terms.get('loss', terms.get('ce', torch.nan)):.3f}",
-                                    img_s=f"{rate:.0f}")
+                    bar.set_postfix(
+                        loss=f"{terms.get('loss', terms.get('ce', torch.nan)):.3f}", img_s=f"{rate:.0f}"
+                    )
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - t0
@@ -373,8 +425,13 @@ class Trainer:
                 if self.optimizer is not None:
                     row["lr"] = self.optimizer.param_groups[0]["lr"]
                 if self.val_loader is not None:
-                    val = evaluate(self.runner if self.uses_optimizer else self.model, self.val_loader,
-                                   self.info.device, amp=cfg.amp, channels_last=cfg.channels_last)
+                    val = evaluate(
+                        self.runner if self.uses_optimizer else self.model,
+                        self.val_loader,
+                        self.info.device,
+                        amp=cfg.amp,
+                        channels_last=cfg.channels_last,
+                    )
                     row.update({f"val_{k}": v for k, v in val.items()})
                     is_best = val["top1"] > self.best_top1
                     self.best_top1 = max(self.best_top1, val["top1"])
@@ -398,17 +455,23 @@ class Trainer:
 
     def _finish(self) -> dict[str, Any]:
         cfg = self.cfg
-        summary: dict[str, Any] = {"model": cfg.model, "data": cfg.data, "epochs": cfg.epochs,
-                                   "params": sum(p.numel() for p in self.model.parameters()),
-                                   "best_val_top1": self.best_top1 if self.val_loader is not None else None,
-                                   "history": self.history, "out": str(self.out)}
+        summary: dict[str, Any] = {
+            "model": cfg.model,
+            "data": cfg.data,
+            "epochs": cfg.epochs,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "best_val_top1": self.best_top1 if self.val_loader is not None else None,
+            "history": self.history,
+            "out": str(self.out),
+        }
         if cfg.test_at_end and self.test_loader is not None:
             best = self.out / "best.pt"
             barrier()
             if best.is_file():
                 self.model.load_state_dict(safe_load(best, map_location=self.info.device)["model"])
-            test = evaluate(self.model, self.test_loader, self.info.device, amp=cfg.amp,
-                            channels_last=cfg.channels_last)
+            test = evaluate(
+                self.model, self.test_loader, self.info.device, amp=cfg.amp, channels_last=cfg.channels_last
+            )
             summary.update({f"test_{k}": v for k, v in test.items()})
         summary["train_time_s"] = sum(h.get("train_time_s", 0.0) for h in self.history)
         if self.info.is_main:
