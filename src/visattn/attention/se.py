@@ -32,7 +32,6 @@ The gate ``g`` passes through ``self.tap = AttentionTap("channel")``, shape ``(B
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from visattn._validate import check_choice, check_positive, check_tensor, check_type
@@ -102,18 +101,23 @@ class SqueezeExcite(nn.Module):
     def excitation(self, x: torch.Tensor) -> torch.Tensor:
         """The gate ``g`` of eqs. 2-3, ``(B, C, H, W) -> (B, C)``, emitted through ``self.tap``."""
         check_tensor(x, "x", ndim=4, channels=self.channels)
-        s = x.mean((2, 3)) if self.pool == "avg" else x.amax((2, 3))
-        z = F.linear(F.relu(self.fc1(s), inplace=True), self.fc2.weight, self.fc2.bias)
+        # Squeeze: the average pool's 1 / (H W) is folded into the first layer (addmm's alpha).
+        if self.pool == "avg":
+            s, alpha = x.sum((2, 3)), 1.0 / (x.shape[2] * x.shape[3])
+        else:
+            s, alpha = x.amax((2, 3)), 1.0
+        h = torch.addmm(self.fc1.bias, s, self.fc1.weight.t(), alpha=alpha).relu_()
+        z = torch.addmm(self.fc2.bias, h, self.fc2.weight.t())
         if self.gate == "sigmoid":
-            g = torch.sigmoid(z)
+            g = z.sigmoid_()
             if self.identity_init:
                 g = g * 2.0
         elif self.gate == "tanh":
-            g = torch.tanh(z)
+            g = z.tanh_()
             if self.identity_init:
                 g = g + 1.0
         else:
-            g = F.relu(z)
+            g = z.relu_()
         return self.tap(g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,125 @@
+"""SE-ResNets (Hu, Shen, Albanie, Sun, Wu, "Squeeze-and-Excitation Networks", CVPR 2018, arXiv:1709.01507).
+
+A Squeeze-and-Excitation gate (``visattn.attention.SqueezeExcite``) on the residual branch of every block,
+before the addition (the paper's Fig. 3): ``y = relu(g(u) * u + shortcut(x))`` with ``u`` the branch output.
+
+* CIFAR: ``se_resnet20/32/56/110`` are ``resnet20/32/56/110`` with ``attn_layer="se"``.
+* ImageNet-style: ``se_resnet18`` (basic blocks) and ``se_resnet50`` (bottlenecks) use ``SEBasicBlock`` and
+  ``SEBottleneck``: the same parameters and names as ``resnet18/50`` with ``attn_layer="se"`` (so their
+  weights load into each other with ``strict=True``), but the block computes the rescale and the residual
+  add in one pass, ``torch.addcmul(shortcut, u, g)``, written in place into ``u`` when no gradient is
+  recorded. This keeps SE's extra cost to the squeeze (one read of ``u``) and the two small layers; see
+  ``docs/results/se.md`` for the measured overhead.
+
+SE options go in ``attn_kwargs`` (e.g. ``{"reduction": 8}``).
+
+>>> import torch, visattn
+>>> visattn.create_model("se_resnet20")(torch.zeros(2, 3, 32, 40)).shape
+torch.Size([2, 10])
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+
+from visattn._validate import check_choice
+from visattn.attention.se import SqueezeExcite
+from visattn.models._registry import register_model
+from visattn.models.resnet import BasicBlock, Bottleneck, ResNet
+from visattn.models.resnet_cifar import CifarResNet, resnet_cifar
+
+__all__ = ["SEBasicBlock", "SEBottleneck", "se_resnet18", "se_resnet50"]
+
+
+def _gated_residual(out: torch.Tensor, gate: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    """``relu(out * gate[:, :, None, None] + identity)`` in one pass; in place into ``out`` at inference."""
+    g = gate[:, :, None, None]
+    if torch.is_grad_enabled() and (out.requires_grad or g.requires_grad or identity.requires_grad):
+        return torch.relu_(torch.addcmul(identity, out, g))
+    return torch.relu_(torch.addcmul(identity, out, g, out=out))
+
+
+class SEBasicBlock(BasicBlock):
+    """``BasicBlock`` whose ``attn`` is a ``SqueezeExcite``, rescale fused with the residual add.
+
+    Shapes: ``(B, in_planes, H, W) -> (B, planes, H / stride, W / stride)``.
+    """
+
+    attn: SqueezeExcite
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        attn_layer: str | None = "se",
+        attn_kwargs: dict | None = None,
+    ) -> None:
+        check_choice(attn_layer, "attn_layer", ("se",))
+        super().__init__(in_planes, planes, stride, attn_layer="se", attn_kwargs=attn_kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return _gated_residual(out, self.attn.excitation(out), identity)
+
+
+class SEBottleneck(Bottleneck):
+    """``Bottleneck`` whose ``attn`` is a ``SqueezeExcite``, rescale fused with the residual add.
+
+    Shapes: ``(B, in_planes, H, W) -> (B, 4 * planes, H / stride, W / stride)``.
+    """
+
+    attn: SqueezeExcite
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        attn_layer: str | None = "se",
+        attn_kwargs: dict | None = None,
+    ) -> None:
+        check_choice(attn_layer, "attn_layer", ("se",))
+        super().__init__(in_planes, planes, stride, attn_layer="se", attn_kwargs=attn_kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return _gated_residual(out, self.attn.excitation(out), identity)
+
+
+def _se_cifar(depth: int, **kwargs: Any) -> CifarResNet:
+    return resnet_cifar(depth, attn_layer="se", **kwargs)
+
+
+for _depth in (20, 32, 56, 110):
+    register_model(f"se_resnet{_depth}")(partial(_se_cifar, _depth))
+
+
+@register_model("se_resnet18")
+def se_resnet18(**kwargs: Any) -> ResNet:
+    """SE-ResNet-18: ``resnet18`` with SE (``r = 16``) in every basic block (11.8M parameters, 1000 classes).
+
+    >>> se_resnet18(num_classes=5)(torch.zeros(1, 3, 64, 48)).shape
+    torch.Size([1, 5])
+    """
+    return ResNet(SEBasicBlock, (2, 2, 2, 2), attn_layer="se", **kwargs)  # type: ignore[arg-type]
+
+
+@register_model("se_resnet50")
+def se_resnet50(**kwargs: Any) -> ResNet:
+    """SE-ResNet-50: ``resnet50`` with SE (``r = 16``) in every bottleneck (28.1M parameters, 1000 classes).
+
+    >>> se_resnet50(num_classes=5)(torch.zeros(1, 3, 32, 48)).shape
+    torch.Size([1, 5])
+    """
+    return ResNet(SEBottleneck, (3, 4, 6, 3), attn_layer="se", **kwargs)  # type: ignore[arg-type]
