@@ -206,7 +206,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     splits = load_dataset(cfg.data, data_dir=cfg.data_dir, seed=cfg.seed, **cfg.data_kwargs)
     # retrofit first, then load: a retrofitted network's weights hold the inserted modules.
-    weights, cfg.weights = cfg.weights, None
+    weights: str = args.weights
+    cfg.weights = None
     net = build_model(cfg, num_classes=splits.num_classes, in_chans=splits.in_chans)
     from visattn.train import load_weights
 

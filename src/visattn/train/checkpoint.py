@@ -131,7 +131,7 @@ def export_safetensors(model_or_state: nn.Module | dict[str, torch.Tensor], path
 
 def capture_rng() -> dict[str, Any]:
     """Snapshot of the torch (CPU and CUDA), numpy and Python RNGs, in weights-only-safe types."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
@@ -154,7 +154,7 @@ def restore_rng(state: dict[str, Any]) -> None:
     np.random.set_state(
         ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
     )
-    py = state["python"]
+    py: Any = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -62,7 +62,7 @@ def build_model(cfg: TrainConfig, *, num_classes: int, in_chans: int) -> nn.Modu
     if cfg.weights:
         load_weights(model, cfg.weights, strict=True)
     if cfg.retrofit:
-        from visattn import retrofit as _retrofit
+        from visattn import retrofit as _retrofit  # type: ignore[attr-defined]
 
         _retrofit(model, attention=cfg.retrofit, **cfg.retrofit_kwargs)
     return model
@@ -133,7 +133,7 @@ def _shard(loader: DataLoader | None, info: DistInfo, batch_size: int) -> DataLo
     """An evaluation loader over this rank's exact share (no padding, so counts stay exact)."""
     if loader is None or not info.distributed:
         return loader
-    ds = loader.dataset
+    ds: Any = loader.dataset
     return DataLoader(
         Subset(ds, range(info.rank, len(ds), info.world_size)),
         batch_size=batch_size,
@@ -158,7 +158,7 @@ class Trainer:
         self.start_epoch = 0
         self.best_top1 = -math.inf
         self.global_step = 0
-        self.tb = None
+        self.tb: Any = None
         if cfg.resume:
             self._resume()
 
@@ -204,7 +204,7 @@ class Trainer:
             limit_train=cfg.limit_train,
             eval_batch_size=eval_bs,
         )
-        self.train_sampler = DistributedSampler(
+        self.train_sampler: DistributedSampler = DistributedSampler(
             self.loaders.train.dataset,
             num_replicas=info.world_size,
             rank=info.rank,
