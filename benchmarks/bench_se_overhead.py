@@ -1,0 +1,133 @@
+"""Cost of Squeeze-and-Excitation on this CPU: ``se_resnet50`` vs ``resnet50`` (visattn and timm).
+
+One interleaved run: every round times each model once per task (inference at batch 1 and 8,
+224x224, and one SGD training step at batch 8), rotating the order of the models each round, so
+slow drifts of a shared machine hit all models alike. Reports the median time per task and the
+median over rounds of the paired ratio ``se / plain`` (with its min and max), in eager mode, with
+``torch.set_num_threads(threads)``. torchvision's ``resnet50`` (which adds the shortcut in place)
+is timed as a reference for visattn's plain block.
+
+Usage::
+
+    nice python benchmarks/bench_se_overhead.py --rounds 12 --json /tmp/se_overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import visattn
+
+__all__ = ["main"]
+
+PAIRS = (("visattn se_resnet50", "visattn resnet50"), ("timm seresnet50", "timm resnet50"))
+
+
+def build_models() -> dict[str, nn.Module]:
+    import timm
+    import torchvision
+
+    torch.manual_seed(0)
+    return {
+        "visattn resnet50": visattn.create_model("resnet50", num_classes=1000),
+        "visattn se_resnet50": visattn.create_model("se_resnet50", num_classes=1000),
+        "timm resnet50": timm.create_model("resnet50", pretrained=False),
+        "timm seresnet50": timm.create_model("seresnet50", pretrained=False),
+        "torchvision resnet50": torchvision.models.resnet50(),
+    }
+
+
+def make_tasks(model: nn.Module, reps_b1: int) -> dict[str, Callable[[], float]]:
+    """Closures returning seconds per call for each task."""
+    x1, x8 = torch.randn(1, 3, 224, 224), torch.randn(8, 3, 224, 224)
+    y8 = torch.randint(0, 1000, (8,))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def infer(x: torch.Tensor, reps: int) -> float:
+        model.eval()
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                model(x)
+            return (time.perf_counter() - t0) / reps
+
+    def train_step() -> float:
+        model.train()
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x8), y8).backward()
+        opt.step()
+        return time.perf_counter() - t0
+
+    return {
+        "infer b1": lambda: infer(x1, reps_b1),
+        "infer b8": lambda: infer(x8, 1),
+        "train b8": train_step,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--reps-b1", type=int, default=3, help="batch-1 forwards averaged per round")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default=None, help="write the raw times and summary here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    models = build_models()
+    tasks = {name: make_tasks(m, args.reps_b1) for name, m in models.items()}
+    names = list(models)
+    for name in names:  # warm-up: allocator, oneDNN primitive caches
+        for fn in tasks[name].values():
+            fn()
+    times: dict[str, dict[str, list[float]]] = {n: {t: [] for t in tasks[n]} for n in names}
+    for r in range(args.rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for task in ("infer b1", "infer b8", "train b8"):
+            for name in order:
+                times[name][task].append(tasks[name][task]())
+        print(f"round {r + 1}/{args.rounds} done", flush=True)
+
+    summary: dict = {"median_ms": {}, "overhead_pct": {}}
+    for name in names:
+        summary["median_ms"][name] = {t: 1e3 * statistics.median(v) for t, v in times[name].items()}
+    refs = (
+        *PAIRS,
+        ("visattn se_resnet50", "torchvision resnet50"),
+        ("visattn resnet50", "torchvision resnet50"),
+    )
+    for a, b in refs:
+        key = f"{a} / {b}"
+        summary["overhead_pct"][key] = {}
+        for task in times[a]:
+            ratios = [100 * (x / y - 1) for x, y in zip(times[a][task], times[b][task])]
+            summary["overhead_pct"][key][task] = {
+                "median": statistics.median(ratios),
+                "min": min(ratios),
+                "max": max(ratios),
+            }
+    print(f"\nmedian ms over {args.rounds} rounds, torch {torch.__version__}, threads={args.threads}")
+    for name in names:
+        row = "  ".join(f"{t} {v:8.1f}" for t, v in summary["median_ms"][name].items())
+        print(f"{name:22s} {row}")
+    print("\npaired overhead per round, median [min, max] %")
+    for key, per_task in summary["overhead_pct"].items():
+        row = "  ".join(
+            f"{t} {s['median']:+5.2f} [{s['min']:+.1f}, {s['max']:+.1f}]" for t, s in per_task.items()
+        )
+        print(f"{key:45s} {row}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "summary": summary, "times_s": times}, f, indent=1)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
