@@ -14,10 +14,12 @@ from visattn.attention._registry import (
 from visattn.attention._tap import TAP_KINDS, AttentionTap
 
 # Mechanism modules register themselves on import; keep one import line per paper below.
+from visattn.attention.residual import ResidualAttentionModule
 from visattn.attention.se import SqueezeExcite
 from visattn.attention.spatial_transformer import SpatialTransformer
 
 __all__ = [
+    "ResidualAttentionModule",
     "SpatialTransformer",
     "SqueezeExcite",
     "AttentionTap",

@@ -1,0 +1,226 @@
+"""Residual Attention Network: the attention module (Wang, Jiang, Qian, Yang, Li, Zhang, Wang, Tang,
+"Residual Attention Network for Image Classification", CVPR 2017, arXiv:1704.06904, sec. 3).
+
+For ``x`` of shape ``(B, C, H, W)`` the module computes (every unit is a pre-activation bottleneck,
+``visattn.attention._preact.PreActBottleneck``):
+
+1. ``x <- P(x)``: ``p`` pre-processing units.
+2. Trunk ``T(x)``: ``t`` units.
+3. Soft mask branch, bottom-up then top-down (sec. 3.2, fig. 2-3), with ``L = skip_levels + 1`` max-pool
+   steps: ``d_0 = x``; for ``l = 1..L``: ``d_l = D_l(maxpool(d_{l-1}))`` (3x3, stride 2, padding 1, then
+   ``r`` units), and for ``l < L`` a skip ``s_l = S_l(d_l)`` (one unit). Top-down: ``u_L = U_L(d_L)``
+   (``r`` units at the lowest resolution); for ``l = L-1..1``: ``u_l = U_l(up(u_{l+1}) + s_l)``
+   (bilinear, ``align_corners=False``, to the exact size of ``d_l``); finally ``u_0 = up(u_1)`` to
+   ``(H, W)``. Then ``z = W_b relu(BN(W_a relu(BN(u_0))))`` with two 1x1 convolutions ``C -> C``.
+4. The mask ``M = f(z)`` (sec. 3.3, ``mask=``), shape ``(B, C, H, W)``:
+
+   * ``"mixed"`` (the paper's default): ``f1 = sigmoid(z)`` per element, in ``(0, 1)``;
+   * ``"channel"``: ``f2 = z / ||z_{:, i}||_2``, L2 normalisation over the ``C`` channels at each
+     position ``i`` (eps ``1e-12``), each element in ``[-1, 1]``;
+   * ``"spatial"``: ``f3 = sigmoid((z_c - mean_c) / sqrt(var_c + 1e-5))``, where ``mean_c`` and the
+     biased ``var_c`` are taken over the ``H x W`` positions of channel ``c`` of each sample, in ``(0, 1)``.
+
+5. Output ``H = (1 + M) * T`` (eq. 3, attention residual learning, ``residual=True``) or ``H = M * T``
+   (eq. 1, "naive attention learning", ``residual=False``), then ``p`` post-processing units.
+
+The mask ``M`` (what multiplies the trunk) goes through ``self.tap = AttentionTap("spatial")``.
+
+Where the paper is silent: the skip connections carry one residual unit (as the authors' released Caffe
+model); the up-sampled map is added to the skip only (not also to the un-skipped bottom-up map, nor to the
+trunk at the input resolution, as some public ports do). Non-square and odd sizes work: pooling rounds up
+and up-sampling targets the size of the matching bottom-up map, so the output always has the input's size.
+
+Depth and input size: the number of pooling steps ``L = skip_levels + 1`` is fixed when the module is
+built, and each level's resolution follows the input (``ceil(H / 2^l)``). The paper uses ``skip_levels``
+2, 1, 0 in stages 1, 2, 3 so that every mask reaches the network's last resolution (56, 28, 14 -> 7 at
+224x224); ``skip_levels_for(size, lowest)`` gives that choice for other sizes. An input with
+``min(H, W) < 2**L`` raises ``ValueError``.
+
+Identity at insertion (``identity_init=True``; for ``visattn.retrofit``, which puts the module on the
+residual branch of a trained block): the whole module starts as exactly the identity of its input. The
+last 1x1 convolution of every pre-processing, trunk and post-processing unit is zeroed (each unit is then
+``x + 0``), and the mask becomes ``M = g * f(z)`` with a learnable per-channel gain ``g`` of shape
+``(1, C, 1, 1)`` initialised to 0 (as in SkipInit / LayerScale), so ``(1 + M) * T = T = x`` exactly. ``f``
+keeps the paper's form and range; ``M`` lies in ``g`` times that range. At the first step only ``g`` and
+the zeroed convolutions get gradients (``dL/dg = sum f(z) T dL/dH``); the mask branch learns once ``g``
+has moved. ``residual=False`` cannot start as the identity (``M * T = 0``) and is refused with it. The
+default ``identity_init=False`` has no gain and is the paper's module.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visattn._validate import check_choice, check_positive, check_tensor, check_type
+from visattn.attention._preact import PreActBottleneck, preact_stack
+from visattn.attention._registry import register_attention
+from visattn.attention._tap import AttentionTap
+
+__all__ = ["ResidualAttentionModule", "MASKS", "mask_activation", "skip_levels_for"]
+
+MASKS = ("mixed", "channel", "spatial")
+
+
+def mask_activation(z: torch.Tensor, mask: str) -> torch.Tensor:
+    """The paper's mask activations f1/f2/f3 (sec. 3.3), ``(B, C, H, W) -> (B, C, H, W)``.
+
+    ``"mixed"``: ``sigmoid(z)``; ``"channel"``: ``z`` L2-normalised over channels at each position;
+    ``"spatial"``: ``sigmoid`` of ``z`` standardised over the positions of each channel.
+
+    >>> m = mask_activation(torch.randn(2, 4, 3, 5), "channel")
+    >>> m.shape, bool(torch.allclose(m.norm(dim=1), torch.ones(2, 3, 5)))
+    (torch.Size([2, 4, 3, 5]), True)
+    """
+    check_choice(mask, "mask", MASKS)
+    if mask == "mixed":
+        return torch.sigmoid(z)
+    if mask == "channel":
+        return F.normalize(z, p=2.0, dim=1, eps=1e-12)
+    var, mean = torch.var_mean(z, dim=(2, 3), keepdim=True, correction=0)
+    return torch.sigmoid((z - mean).mul_(torch.rsqrt(var.add_(1e-5))))
+
+
+def skip_levels_for(size: int, lowest: int) -> int:
+    """Skip levels whose ``skip_levels + 1`` poolings take ``size`` down to ``lowest`` or below.
+
+    The paper's rule (pool down to the network's last resolution): 56, 28, 14 -> 7 give 2, 1, 0.
+
+    >>> [skip_levels_for(s, 7) for s in (56, 28, 14)]
+    [2, 1, 0]
+    """
+    check_positive(size, "size", integer=True)
+    check_positive(lowest, "lowest", integer=True)
+    steps = max(1, math.ceil(math.log2(size / lowest))) if size > lowest else 1
+    return steps - 1
+
+
+@register_attention("residual")
+class ResidualAttentionModule(nn.Module):
+    """Residual attention module, ``(B, C, H, W) -> (B, C, H, W)`` (see the module docstring).
+
+    Args:
+        channels: ``C``, input and output channels; units have bottleneck width ``max(1, C // 4)``.
+        p: pre- and post-processing units (each side); the paper uses 1.
+        t: trunk units; the paper uses 2.
+        r: units between adjacent poolings in the mask branch (each of bottom-up and top-down);
+            the paper uses 1.
+        skip_levels: skip connections in the mask branch; it pools ``skip_levels + 1`` times, so the
+            input must be at least ``2 ** (skip_levels + 1)`` pixels on each side.
+        mask: ``"mixed"`` (sigmoid, the paper's), ``"channel"`` or ``"spatial"`` (sec. 3.3).
+        residual: ``(1 + M) * T`` (attention residual learning) if true, else ``M * T``.
+        identity_init: start as exactly the identity (needs ``residual=True``).
+
+    Shapes: ``x (B, C, H, W) -> (B, C, H, W)``; the mask ``M (B, C, H, W)`` goes through ``self.tap``.
+
+    >>> m = ResidualAttentionModule(16, skip_levels=1)
+    >>> m(torch.randn(2, 16, 9, 12)).shape
+    torch.Size([2, 16, 9, 12])
+    >>> x = torch.randn(2, 16, 8, 8)
+    >>> torch.equal(ResidualAttentionModule(16, identity_init=True)(x), x)
+    True
+    """
+
+    supports_identity_init = True
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        p: int = 1,
+        t: int = 2,
+        r: int = 1,
+        skip_levels: int = 1,
+        mask: str = "mixed",
+        residual: bool = True,
+        identity_init: bool = False,
+    ) -> None:
+        super().__init__()
+        check_positive(channels, "channels", integer=True)
+        check_positive(p, "p", integer=True, allow_zero=True)
+        check_positive(t, "t", integer=True)
+        check_positive(r, "r", integer=True)
+        check_positive(skip_levels, "skip_levels", integer=True, allow_zero=True)
+        check_choice(mask, "mask", MASKS)
+        check_type(residual, "residual", bool)
+        check_type(identity_init, "identity_init", bool)
+        if identity_init and not residual:
+            raise ValueError(
+                "identity_init=True needs residual=True: M * T with M = 0 is 0, not the identity; "
+                f"got residual={residual!r}"
+            )
+        self.channels = channels
+        self.skip_levels = skip_levels
+        self.mask = mask
+        self.residual = residual
+        self.identity_init = identity_init
+        levels = skip_levels + 1
+        self.pre = preact_stack(channels, p)
+        self.trunk = preact_stack(channels, t)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.down = nn.ModuleList([preact_stack(channels, r) for _ in range(levels)])
+        self.skips = nn.ModuleList([PreActBottleneck(channels, channels) for _ in range(skip_levels)])
+        self.up = nn.ModuleList([preact_stack(channels, r) for _ in range(levels)])
+        self.mask_head = nn.Sequential(
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 1, bias=False),
+        )
+        self.gain = nn.Parameter(torch.zeros(1, channels, 1, 1)) if identity_init else None
+        self.tap = AttentionTap("spatial")
+        self.post = preact_stack(channels, p)
+        if identity_init:
+            for unit in (*self.pre, *self.trunk, *self.post):
+                unit.zero_init_last()
+
+    @property
+    def min_size(self) -> int:
+        """Smallest ``H`` and ``W`` the module accepts: ``2 ** (skip_levels + 1)``."""
+        return 2 ** (self.skip_levels + 1)
+
+    def soft_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """The mask ``M`` for (pre-processed) features ``x``: ``(B, C, H, W) -> (B, C, H, W)``."""
+        skips = []
+        d = x
+        for level, down in enumerate(self.down):
+            d = down(self.pool(d))
+            if level < self.skip_levels:
+                skips.append(self.skips[level](d))
+        u = self.up[-1](d)
+        for level in range(self.skip_levels - 1, -1, -1):
+            s = skips[level]
+            u = F.interpolate(u, size=s.shape[-2:], mode="bilinear", align_corners=False).add_(s)
+            u = self.up[level](u)
+        u = F.interpolate(u, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        m = mask_activation(self.mask_head(u), self.mask)
+        if self.gain is not None:
+            m = m * self.gain
+        return self.tap(m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W) -> (B, C, H, W)``: ``post((1 + M) * T)`` or ``post(M * T)``."""
+        check_tensor(x, "x", ndim=4, channels=self.channels)
+        if min(x.shape[-2:]) < self.min_size:
+            raise ValueError(
+                f"x is {x.shape[-2]}x{x.shape[-1]} (shape {tuple(x.shape)}), too small for "
+                f"skip_levels={self.skip_levels}: its {self.skip_levels + 1} max-poolings need H, W >= "
+                f"{self.min_size}; build the module with a smaller skip_levels"
+            )
+        x = self.pre(x)
+        trunk = self.trunk(x)
+        m = self.soft_mask(x)
+        out = torch.addcmul(trunk, m, trunk) if self.residual else m * trunk
+        return self.post(out)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.channels}, p={len(self.pre)}, t={len(self.trunk)}, r={len(self.down[0])}, "
+            f"skip_levels={self.skip_levels}, mask={self.mask!r}, residual={self.residual}, "
+            f"identity_init={self.identity_init}"
+        )
