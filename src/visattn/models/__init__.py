@@ -11,5 +11,6 @@ from visattn.models._registry import create_model, get_model_builder, list_model
 
 # Papers' networks register themselves on import; keep one import line per file below.
 from visattn.models.se_resnet import SEBasicBlock, SEBottleneck  # noqa: F401  (registers se_resnet*)
+from visattn.models.stn import MultiSTNet, STClassifier  # noqa: F401  (registers fcn/cnn/st_*_mnist, st_cnn)
 
 __all__ = ["InputSpec", "create_model", "get_model_builder", "list_models", "register_model"]
