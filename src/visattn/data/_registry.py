@@ -33,7 +33,13 @@ class DatasetSplits:
     """A dataset's official train and test sets plus what a model needs to know about them.
 
     ``extras`` carries per-split side information, e.g. ``{"test_boxes": (N, 4) tensor}`` of
-    digit boxes ``(x0, y0, x1, y1)`` in pixels for the cluttered-MNIST generators.
+    digit boxes ``(x0, y0, x1, y1)`` in pixels for the cluttered-MNIST generators, or
+    ``{"val": Dataset}`` for a dataset with an official validation split (Flowers-102), which
+    ``make_loaders`` then uses instead of carving one from ``train``.
+
+    ``default_augment`` names the augmentation preset (``visattn.data.transforms``) that
+    ``make_loaders(augment="default")`` picks: ``"none"`` for digits and generated sets,
+    ``"pad_crop_flip"`` for CIFAR, ``"resized_crop_flip"`` for image folders.
     """
 
     name: str
@@ -46,6 +52,7 @@ class DatasetSplits:
     std: tuple[float, ...]
     class_names: list[str] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    default_augment: str = "none"
 
 
 class ImageTensorDataset(Dataset):
@@ -59,7 +66,9 @@ class ImageTensorDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, source: str = "<memory>") -> None:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.dtype != torch.uint8:
-            got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images)
+            got = (
+                f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images)
+            )
             raise ValueError(f"images from {source} must be uint8 (N, C, H, W), got {got}")
         if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != images.shape[0]:
             got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels)
