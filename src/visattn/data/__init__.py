@@ -15,11 +15,13 @@ from visattn.data._registry import (
 )
 
 # Dataset modules register themselves on import; keep one import line per file below.
-from visattn.data import cifar, folder, mnist, npz  # noqa: F401,E402,I001  (real datasets)
-from visattn.data.idx import load_idx_pair, read_idx  # noqa: E402,I001
-from visattn.data.loaders import Loaders, make_loaders, split_indices  # noqa: E402,I001
-from visattn.data.npz import load_npz_arrays  # noqa: E402,I001
-from visattn.data.transforms import AUGMENT_PRESETS, BatchTransform  # noqa: E402,I001
+from visattn.data.cifar import cifar10, cifar100  # noqa: F401  (registers cifar10, cifar100)
+from visattn.data.folder import flowers102, imagefolder  # noqa: F401  (registers them)
+from visattn.data.idx import load_idx_pair, read_idx
+from visattn.data.loaders import Loaders, make_loaders, split_indices
+from visattn.data.mnist import fashion_mnist  # noqa: F401  (the module registers mnist, fashion_mnist)
+from visattn.data.npz import load_npz_arrays  # (the module registers "npz")
+from visattn.data.transforms import AUGMENT_PRESETS, BatchTransform
 
 __all__ = ["DatasetSplits", "ImageTensorDataset", "list_datasets", "load_dataset", "register_dataset"]
 __all__ += [
