@@ -7,6 +7,7 @@ True
 
 from visattn.attention import create_attention, list_attention, register_attention
 from visattn.models import create_model, list_models, register_model
+from visattn.retrofit import retrofit
 
 __version__ = "0.1.0"
 
@@ -18,4 +19,5 @@ __all__ = [
     "list_models",
     "register_attention",
     "register_model",
+    "retrofit",
 ]
