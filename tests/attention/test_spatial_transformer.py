@@ -133,3 +133,20 @@ def test_bad_inputs_raise() -> None:
     )
     with pytest.raises(ValueError, match=r"\(B, 6\)"):
         bad(torch.randn(2, 1, 8, 8))
+
+
+def test_plot_warps_writes_png(tmp_path) -> None:
+    from visattn.viz.warps import capture_warps, grid_to_pixels, plot_warps
+
+    model = visattn.create_model("st_cnn_mnist", transform="tps")
+    x = torch.rand(3, 1, 28, 28)
+    (rec,) = capture_warps(model, x)
+    assert rec["grid"].shape == (3, 28, 28, 2) and rec["output"].shape == (3, 1, 28, 28)
+    px = grid_to_pixels(rec["grid"], (28, 28))  # identity at init: pixel (i, j) reads (col j, row i)
+    rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    torch.testing.assert_close(px[0], torch.stack([cols, rows], -1), atol=1e-4, rtol=0)
+    path = plot_warps(model, x, tmp_path / "sub" / "warps.png", max_images=2)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not model.st._forward_hooks and not model.st.tap._forward_hooks  # hooks removed
+    with pytest.raises(ValueError, match="no SpatialTransformer"):
+        capture_warps(torch.nn.Conv2d(1, 1, 1), x)
