@@ -290,6 +290,9 @@ class Trainer:
 
     def _resume(self) -> None:
         path = self.out / "last.pt"
+        if self.info.is_main:  # temp files of writes a kill interrupted (see atomic_save)
+            for stale in self.out.glob(".*.pt.*.tmp"):
+                stale.unlink(missing_ok=True)
         if not path.is_file():
             if self.info.is_main:
                 print(f"resume: no checkpoint at {path}, starting from scratch")
@@ -311,7 +314,8 @@ class Trainer:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         state = self.state()
-        atomic_save(state, self.out / "last.pt")
+        # best.pt first: a kill between the two writes then redoes this epoch on resume (and
+        # rewrites best.pt identically); the other order would leave best.pt one best behind.
         if is_best:
             atomic_save(
                 {
@@ -322,6 +326,7 @@ class Trainer:
                 },
                 self.out / "best.pt",
             )
+        atomic_save(state, self.out / "last.pt")
         write_history(self.out, self.history)
 
     # ---------------------------------------------------------------- training
