@@ -185,7 +185,7 @@ class SpatialTransformer(nn.Module):
 
     def sampling_grid(self, x: torch.Tensor) -> torch.Tensor:
         """The grid ``(B, H_out, W_out, 2)`` of input coordinates ``(x_s, y_s)`` the output samples."""
-        size = tuple(x.shape[-2:]) if self.out_size is None else self.out_size
+        size = (x.shape[-2], x.shape[-1]) if self.out_size is None else self.out_size
         return make_grid(
             self.localize(x),
             size,

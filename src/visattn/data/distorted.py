@@ -277,7 +277,8 @@ def distort(
     if kind not in DISTORTIONS:
         raise ValueError(f"kind must be one of {list(DISTORTIONS)}, got {kind!r}")
     check_type(seed, "seed", int)
-    return DISTORTIONS[kind](images, generator=torch.Generator().manual_seed(seed), **options)
+    fn: Any = DISTORTIONS[kind]
+    return fn(images, generator=torch.Generator().manual_seed(seed), **options)
 
 
 _NAMES = {"R": "mnist_rotated", "RTS": "mnist_rts", "P": "mnist_projective", "E": "mnist_elastic"}
@@ -288,14 +289,17 @@ def _distorted_mnist(
 ) -> DatasetSplits:
     base = load_dataset("mnist", data_dir=data_dir, download=download)
     check_type(test_seed, "test_seed", int)
-    x_tr, p_tr = distort(base.train.images, kind, seed=seed, **options)
-    x_te, p_te = distort(base.test.images, kind, seed=test_seed, **options)
+    train, test = base.train, base.test
+    if not isinstance(train, ImageTensorDataset) or not isinstance(test, ImageTensorDataset):
+        raise TypeError(f"'mnist' must load as ImageTensorDataset splits, got {type(train).__name__}")
+    x_tr, p_tr = distort(train.images, kind, seed=seed, **options)
+    x_te, p_te = distort(test.images, kind, seed=test_seed, **options)
     as_float = x_tr.float() / 255
     name = _NAMES[kind]
     return DatasetSplits(
         name=name,
-        train=ImageTensorDataset(x_tr, base.train.labels, source=f"{name} train (seed {seed})"),
-        test=ImageTensorDataset(x_te, base.test.labels, source=f"{name} test (seed {test_seed})"),
+        train=ImageTensorDataset(x_tr, train.labels, source=f"{name} train (seed {seed})"),
+        test=ImageTensorDataset(x_te, test.labels, source=f"{name} test (seed {test_seed})"),
         num_classes=base.num_classes,
         in_chans=1,
         image_size=(int(x_tr.shape[-2]), int(x_tr.shape[-1])),

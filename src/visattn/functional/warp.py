@@ -30,6 +30,8 @@ Transforms and their parameters ``theta`` (flat ``(B, P)`` or the shapes below):
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -55,15 +57,15 @@ PADDING_MODES = ("border", "zeros", "reflection")
 _EPS_W = 1e-6  # smallest |w| of a projective point, to keep x'/w finite
 
 
-def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    check_type(value, name, (tuple, list))
-    if len(value) != 2:
+def _pair(value: Any, name: str) -> tuple[int, int]:
+    """``n`` or ``(h, w)`` of positive ints -> ``(h, w)``."""
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    check_type(pair, name, (tuple, list))
+    if len(pair) != 2:
         raise ValueError(f"{name} must be an int or a pair (H, W), got {value!r}")
-    for v in value:
+    for v in pair:
         check_positive(v, name, integer=True)
-    return int(value[0]), int(value[1])
+    return int(pair[0]), int(pair[1])
 
 
 def base_grid(
@@ -351,7 +353,7 @@ def warp(
             f"theta must have one row per image: x has batch {x.shape[0]},"
             f" theta has shape {tuple(theta.shape)}"
         )
-    size = tuple(x.shape[-2:]) if out_size is None else _pair(out_size, "out_size")
+    size = (x.shape[-2], x.shape[-1]) if out_size is None else _pair(out_size, "out_size")
     grid = make_grid(theta, size, transform=transform, grid_size=grid_size, align_corners=align_corners)
     return F.grid_sample(
         x, grid.to(x.dtype), mode="bilinear", padding_mode=padding_mode, align_corners=align_corners

@@ -274,14 +274,16 @@ class MultiSTNet(nn.Module):
         branches = []
         for _ in range(num_transformers):
             net = create_model(backbone, num_classes=num_classes, in_chans=in_chans, **kwargs)
-            if not isinstance(getattr(net, "fc", None), nn.Linear):
+            head = getattr(net, "fc", None)
+            if not isinstance(head, nn.Linear):
                 raise ValueError(
                     f"backbone {backbone!r} must have an nn.Linear head named 'fc' to be used by st_cnn"
                 )
-            self.feature_dim = net.fc.in_features
+            feature_dim: int = head.in_features
             net.fc = nn.Identity()
             branches.append(net)
         self.branches = nn.ModuleList(branches)
+        self.feature_dim = feature_dim
         bb_min = getattr(getattr(branches[0], "input_spec", None), "min_size", (1, 1))
         self.st_out_size = None if st_out_size is None else _pair(st_out_size, "st_out_size")
         if self.st_out_size is not None and (

@@ -9,6 +9,7 @@ all removed afterwards. Works on a ``SpatialTransformer`` or on any model contai
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ def grid_to_pixels(grid: torch.Tensor, size: tuple[int, int], *, align_corners: 
     return ((grid + 1) * scale - 1) / 2
 
 
-def capture_warps(model: nn.Module, x: torch.Tensor) -> list[dict[str, torch.Tensor | SpatialTransformer]]:
+def capture_warps(model: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
     """Run ``model(x)`` without gradients; return, per spatial transformer, its input, output and grid.
 
     Each entry: ``{"module", "input" (B, C, H, W), "output" (B, C, Ho, Wo), "grid" (B, Ho, Wo, 2)}``.
@@ -47,7 +48,7 @@ def capture_warps(model: nn.Module, x: torch.Tensor) -> list[dict[str, torch.Ten
     sts = [m for m in model.modules() if isinstance(m, SpatialTransformer)]
     if not sts:
         raise ValueError(f"model has no SpatialTransformer to draw; got {type(model).__name__}")
-    records: list[dict] = [{"module": st} for st in sts]
+    records: list[dict[str, Any]] = [{"module": st} for st in sts]
     handles = []
     for rec, st in zip(records, sts):
 
@@ -110,7 +111,7 @@ def plot_warps(
     for r, (rec, b) in enumerate(rows):
         st = rec["module"]
         inp, out, grid = rec["input"][b], rec["output"][b], rec["grid"][b]
-        px = grid_to_pixels(grid, tuple(inp.shape[-2:]), align_corners=st.align_corners).cpu()
+        px = grid_to_pixels(grid, (inp.shape[-2], inp.shape[-1]), align_corners=st.align_corners).cpu()
         ax_in, ax_out, ax_grid = axes[r]
         ax_in.imshow(_as_image(inp), cmap="gray")
         ax_out.imshow(_as_image(out), cmap="gray")
