@@ -66,7 +66,7 @@ class ImageTensorDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, source: str = "<memory>") -> None:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.dtype != torch.uint8:
-            got = (
+            got: object = (
                 f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images)
             )
             raise ValueError(f"images from {source} must be uint8 (N, C, H, W), got {got}")

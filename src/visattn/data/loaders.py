@@ -89,7 +89,7 @@ class _View(Dataset):
         self.pil_stage = pil_stage
 
     def __len__(self) -> int:
-        return len(self.indices) if self.indices is not None else len(self.base)  # type: ignore[arg-type]
+        return len(self.indices) if self.indices is not None else _len(self.base)
 
     def _index(self, i: int) -> int:
         return int(self.indices[i]) if self.indices is not None else i
@@ -126,10 +126,14 @@ class _Collate:
         return self.transform(x), y.long()
 
 
+def _len(dataset: Dataset) -> int:
+    return len(dataset)  # type: ignore[arg-type]
+
+
 def _is_pil(dataset: Dataset) -> bool:
     return (
         not isinstance(dataset, ImageTensorDataset)
-        and len(dataset) > 0
+        and _len(dataset) > 0
         and isinstance(dataset[0][0], Image.Image)
     )  # type: ignore[arg-type]
 
@@ -195,11 +199,11 @@ def make_loaders(
 
     official_val = splits.extras.get("val") if val_fraction > 0 else None
     if official_val is not None:
-        train_idx, _ = split_indices(len(splits.train), 0.0, seed, limit_train=limit_train)
-        val_idx = torch.arange(len(official_val))
+        train_idx, _ = split_indices(_len(splits.train), 0.0, seed, limit_train=limit_train)
+        val_idx = torch.arange(_len(official_val))
     else:
-        train_idx, val_idx = split_indices(len(splits.train), val_fraction, seed, limit_train=limit_train)
-    test_idx = torch.arange(len(splits.test))
+        train_idx, val_idx = split_indices(_len(splits.train), val_fraction, seed, limit_train=limit_train)
+    test_idx = torch.arange(_len(splits.test))
     if limit_eval is not None:
         gen = torch.Generator().manual_seed(seed + 1)
         val_idx = val_idx[torch.randperm(len(val_idx), generator=gen)[:limit_eval]].sort().values
@@ -212,13 +216,13 @@ def make_loaders(
     train_tf = BatchTransform(splits.mean, splits.std, preset=preset, size=size, skip_crop=pil)  # type: ignore[arg-type]
     eval_tf = BatchTransform(splits.mean, splits.std, preset="none")
 
-    views = {
-        "train": _View(splits.train, train_idx, train_pil),
-        "val": _View(official_val if official_val is not None else splits.train, val_idx, eval_pil)
+    train_view = _View(splits.train, train_idx, train_pil)
+    val_view = (
+        _View(official_val if official_val is not None else splits.train, val_idx, eval_pil)
         if len(val_idx) > 0
-        else None,
-        "test": _View(splits.test, test_idx, eval_pil),
-    }
+        else None
+    )
+    test_view = _View(splits.test, test_idx, eval_pil)
     if distributed:
         import torch.distributed as dist
 
@@ -239,9 +243,11 @@ def make_loaders(
         "pin_memory": pin_memory,
         "persistent_workers": num_workers > 0,
     }
-    train_sampler = DistributedSampler(views["train"], shuffle=True, seed=seed) if distributed else None
+    train_sampler: DistributedSampler | None = (
+        DistributedSampler(train_view, shuffle=True, seed=seed) if distributed else None
+    )
     train = DataLoader(
-        views["train"],
+        train_view,
         batch_size=batch_size,
         shuffle=train_sampler is None,
         sampler=train_sampler,
@@ -251,15 +257,17 @@ def make_loaders(
     )
 
     def eval_loader(view: _View) -> DataLoader:
-        sampler = DistributedSampler(view, shuffle=False, drop_last=False) if distributed else None
+        sampler: DistributedSampler | None = (
+            DistributedSampler(view, shuffle=False, drop_last=False) if distributed else None
+        )
         return DataLoader(
             view, batch_size=eval_bs, shuffle=False, sampler=sampler, collate_fn=_Collate(eval_tf), **common
         )
 
     return Loaders(
         train=train,
-        val=eval_loader(views["val"]) if views["val"] is not None else None,
-        test=eval_loader(views["test"]),
+        val=eval_loader(val_view) if val_view is not None else None,
+        test=eval_loader(test_view),
         train_sampler=train_sampler,
         n_train=len(train_idx),
         n_val=len(val_idx),

@@ -129,7 +129,9 @@ def random_resized_crop(
 
     The box area is ``U(scale) * H * W`` and its aspect ratio ``w / h`` is log-uniform in ``ratio``;
     a box larger than the image is clipped to it (torchvision retries instead; the clip keeps the
-    batch in one pass).
+    batch in one pass). Each output pixel averages ``ceil(box / output)`` bilinear samples per
+    axis (``roi_align``'s adaptive sampling, ``aligned=True``), so shrinking is anti-aliased and a
+    full-image box at the input size returns the input.
 
     Args:
         x: float ``(B, C, H, W)``.
@@ -154,7 +156,7 @@ def random_resized_crop(
     y0 = u[3] * (h - bh)
     boxes = torch.stack([torch.arange(b, dtype=torch.float64, device=x.device), x0, y0, x0 + bw, y0 + bh], 1)
     return roi_align(
-        x, boxes.to(x.dtype), output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True
+        x, boxes.to(x.dtype), output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
     )
 
 
