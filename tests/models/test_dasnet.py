@@ -1,0 +1,198 @@
+"""dasNet (visattn.models.dasnet): exactness at gains 1, batched population, frozen base, resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from visattn.attention import AttentionTap
+from visattn.models import create_model
+from visattn.models.dasnet import DasNet, dasnet
+from visattn.models.mnist_cnn import MnistCNN
+
+
+def _base(seed: int = 0) -> MnistCNN:
+    torch.manual_seed(seed)
+    net = MnistCNN()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so eval mode differs from train mode
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def _data(n: int = 12, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_gains_of_one_give_exactly_the_base_outputs():
+    base = _base()
+    x, _ = _data()
+    ref = base(x)
+    assert torch.equal(DasNet(base, num_classes=10, passes=1)(x), ref)
+    net = DasNet(base, num_classes=10, passes=3)
+    assert torch.equal(net(x), ref)  # mu = 0: every gain is 2 sigmoid(0) = 1 exactly
+    net.calibrate(x)
+    assert torch.equal(net(x), ref)
+    passes = net.forward_passes(x)
+    assert passes["logits"].shape == (3, 12, 10) and passes["gains"].shape == (3, 12, 96)
+    assert torch.equal(passes["gains"], torch.ones(3, 12, 96))
+
+
+def test_batched_population_equals_candidates_one_at_a_time():
+    net = DasNet(_base(), num_classes=10, passes=3, population=6)
+    x, y = _data()
+    net.calibrate(x)
+    theta = 0.05 * torch.randn(5, net.policy_dim, generator=torch.Generator().manual_seed(0))
+    batched = net.population_logits(x, theta)
+    alone = torch.stack([net.population_logits(x, theta[k : k + 1])[0] for k in range(5)])
+    assert batched.shape == (5, 12, 10)
+    assert torch.allclose(batched, alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(batched[0], batched[1])  # candidates really differ
+    fit = net.population_fitness(x, y, theta)
+    ref = torch.stack([net.population_fitness(x, y, theta[k : k + 1])[0] for k in range(5)])
+    assert torch.allclose(fit, ref, atol=1e-5)
+    net.max_images = 24  # two candidates per forward of the base: the same numbers in chunks
+    assert torch.allclose(net.population_logits(x, theta), batched, atol=1e-5)
+
+
+def test_policy_gains_reach_the_steered_layers_through_taps():
+    net = DasNet(_base(), num_classes=10, passes=2, sigma0=0.5)
+    x, _ = _data(4)
+    net.calibrate(x)
+    net.search.mu.normal_(0, 0.05, generator=torch.Generator().manual_seed(2))
+    seen: dict[str, list[torch.Tensor]] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, name=name: seen.setdefault(name, []).append(o))
+        for name, m in net.named_modules()
+        if isinstance(m, AttentionTap)
+    ]
+    out = net(x)
+    for h in hooks:
+        h.remove()
+    assert sorted(seen) == ["gains.0.tap", "gains.1.tap"]
+    assert [t.shape for t in seen["gains.1.tap"]] == [(4, 64), (4, 64)]  # pass 1 and pass 2
+    assert torch.equal(seen["gains.0.tap"][0], torch.ones(4, 32))
+    g2 = seen["gains.0.tap"][1]
+    assert bool(((g2 > 0) & (g2 < 2)).all()) and not torch.equal(g2, torch.ones(4, 32))
+    passes = net.forward_passes(x)
+    assert torch.allclose(passes["gains"][1, :, :32], g2)
+    assert torch.allclose(passes["logits"][-1], out)
+    assert not torch.allclose(out, net.base(x))
+
+
+def test_search_improves_fitness_and_never_touches_the_base():
+    base = _base()
+    before = _snapshot(base)
+    net = DasNet(base, num_classes=10, passes=2, population=10, sigma0=0.1, seed=0)
+    assert all(not p.requires_grad for p in net.parameters())
+    x, y = _data(32)
+    net.train()
+    assert net.training and not net.base.training  # BatchNorm keeps its running statistics
+    f0 = net.population_fitness(x, y, net.search.mu[None]).item()
+    stats = net.train_step(x, y)
+    assert set(stats) >= {"loss", "fitness_mean", "fitness_best", "sigma_mean"}
+    assert all(isinstance(v, float) for v in stats.values())
+    for _ in range(7):
+        net.train_step(x, y)
+    f1 = net.population_fitness(x, y, net.search.mu[None]).item()
+    assert f1 > f0 + 0.01, (f0, f1)
+    after = net.base.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert int(net.search.iteration) == 8 and bool(net.calibrated)
+
+
+def test_resume_from_state_dict_gives_the_identical_trajectory():
+    x, y = _data(8)
+    a = DasNet(_base(), num_classes=10, passes=2, population=4, seed=5)
+    for _ in range(2):
+        a.train_step(x, y)
+    state = _snapshot(a)
+    for _ in range(2):
+        a.train_step(x, y)
+    b = DasNet(_base(), num_classes=10, passes=2, population=4, seed=123)
+    b.load_state_dict(state)
+    for _ in range(2):
+        b.train_step(x, y)
+    assert torch.equal(a.search.mu, b.search.mu) and torch.equal(a.search.sigma, b.search.sigma)
+    assert torch.equal(a.obs_mean, b.obs_mean) and torch.equal(a(x), b(x))
+
+
+def test_eval_is_deterministic_and_accuracy_fitness_counts_hits():
+    net = DasNet(_base(), num_classes=10, passes=3, fitness="accuracy", population=4)
+    x, y = _data(10)
+    net.train_step(x, y)
+    net.eval()
+    assert torch.equal(net(x), net(x))
+    fit = net.population_fitness(x, y, net.search.ask()[1])
+    assert bool(((fit * 10).round() == fit * 10).all()) and bool(((fit >= 0) & (fit <= 1)).all())
+
+
+def test_steer_named_layers_including_norm_layers():
+    base = _base()
+    net = DasNet(base, num_classes=10, passes=2, steer=["stage2.bn"])
+    assert net.filter_counts == [64] and net.policy_dim == 64 * 74 + 64
+    x, _ = _data(3)
+    assert torch.equal(net(x), base(x))
+    built = dasnet(base=base, steer="stage1.conv, stage2.bn")
+    assert built.steer == ["stage1.conv", "stage2.bn"] and built.num_filters == 96
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_builder_loads_a_weights_file(tmp_path, suffix):
+    base = _base(seed=4)
+    path = tmp_path / f"base{suffix}"
+    if suffix == ".pt":
+        torch.save({"model": base.state_dict()}, path)
+    else:
+        from visattn.train.checkpoint import export_safetensors
+
+        export_safetensors(base, path)
+    net = create_model("dasnet", base=str(path), base_model="mnist_cnn", num_classes=10, in_chans=1, passes=2)
+    assert isinstance(net, DasNet)
+    x, _ = _data(4)
+    assert torch.equal(net(x), base(x))
+
+
+def test_bad_inputs_raise(tmp_path):
+    base = _base()
+    with pytest.raises(ValueError, match="no layer 'nope'"):
+        DasNet(base, num_classes=10, steer=["nope"])
+    with pytest.raises(ValueError, match="out_channels"):
+        DasNet(base, num_classes=10, steer=["stage1.pool"])
+    with pytest.raises(TypeError, match="steer"):
+        DasNet(base, num_classes=10, steer="stage1.conv")
+    with pytest.raises(ValueError, match="unique"):
+        DasNet(base, num_classes=10, steer=["stage1.conv", "stage1.conv"])
+    with pytest.raises(ValueError, match="passes"):
+        DasNet(base, num_classes=10, passes=0)
+    with pytest.raises(ValueError, match="fitness"):
+        DasNet(base, num_classes=10, fitness="reward")
+    with pytest.raises(TypeError, match="base"):
+        DasNet("not a module", num_classes=10)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no nn.Conv2d"):
+        DasNet(nn.Sequential(nn.Flatten(), nn.Linear(4, 10)), num_classes=10)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        dasnet(base=str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="in_chans"):
+        dasnet(base=base, in_chans=3)
+    with pytest.raises(TypeError, match="base"):
+        dasnet(base=3)  # type: ignore[arg-type]
+    net = DasNet(base, num_classes=10, passes=2, population=4)
+    x, y = _data(4)
+    with pytest.raises(ValueError, match="x"):
+        net(torch.randn(2, 3, 28, 28))
+    with pytest.raises(ValueError, match="y must have 4"):
+        net.train_step(x, y[:3])
+    with pytest.raises(ValueError, match="theta"):
+        net.population_logits(x, torch.zeros(2, 7))
+    with pytest.raises(ValueError, match=r"base must return logits \(4, 7\)"):
+        DasNet(base, num_classes=7, passes=2)(x)
