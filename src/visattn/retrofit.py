@@ -50,7 +50,7 @@ inserted_parameters`` reaches the same functions).
 >>> bool((net(x) - before(x)).abs().max() <= 1e-5)
 True
 >>> sum(p.numel() for p in visattn.retrofit.parameters(net))
-3065
+8484
 """
 
 from __future__ import annotations
