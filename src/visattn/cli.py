@@ -1,4 +1,4 @@
-"""The ``visattn`` command: ``list``, ``train``, ``eval``, ``demo``.
+"""The ``visattn`` command: ``list``, ``train``, ``eval``, ``export``, ``demo``.
 
 A thin layer over typed configs (``visattn.train.TrainConfig``): every option maps to a config
 field, ``--config FILE.yaml`` loads a file and ``--set key=value`` overrides any field. Bad input
@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--retrofit", help="attention type inserted before the weights were trained")
     ev.add_argument("--model-arg", action="append", metavar="KEY=VALUE")
     ev.add_argument("--batch-size", type=int, default=256)
+
+    ex = sub.add_parser("export", help="write a checkpoint's model weights as a .safetensors file")
+    ex.add_argument("--weights", required=True, help="checkpoint or weights file (loaded weights-only)")
+    ex.add_argument("--out", required=True, help="output path, ending in .safetensors")
 
     de = sub.add_parser("demo", help="the main job: train a baseline and each attention model, compare")
     de.add_argument("--out", default="runs/demo")
@@ -231,6 +235,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from visattn.train import export_safetensors, safe_load
+    from visattn.train.checkpoint import extract_state_dict
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"--out must end in .safetensors, got {args.out!r}")
+    sd = extract_state_dict(safe_load(args.weights), source=repr(args.weights))
+    export_safetensors(sd, out)
+    print(json.dumps({"weights": args.weights, "out": str(out), "tensors": len(sd)}))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from visattn.demo import run_demo
 
@@ -242,7 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``visattn`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"list": _cmd_list, "train": _cmd_train, "eval": _cmd_eval, "demo": _cmd_demo}
+    handlers = {
+        "list": _cmd_list,
+        "train": _cmd_train,
+        "eval": _cmd_eval,
+        "export": _cmd_export,
+        "demo": _cmd_demo,
+    }
     try:
         return handlers[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as e:

@@ -65,7 +65,10 @@ def safe_load(path: str | Path, *, map_location: str | torch.device = "cpu") -> 
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(p), device=str(map_location))
+        try:
+            return load_file(str(p), device=str(map_location))
+        except Exception as e:  # SafetensorError on a file that is not safetensors
+            raise ValueError(f"could not load {str(p)!r} as a safetensors file: {e}") from e
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError on torn files, ...

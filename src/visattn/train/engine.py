@@ -309,6 +309,17 @@ class Trainer:
         if self.info.is_main:
             print(f"resumed from {path} at epoch {self.start_epoch}")
 
+    def _check_finite_state(self) -> None:
+        """Raise before saving weights that a finite loss with an inf/NaN gradient poisoned
+        (one pass over the parameters per epoch), so ``last.pt`` keeps the last good ones.
+        Buffers are not checked: some hold -inf by design (attention masks)."""
+        for name, t in self.model.named_parameters():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise FloatingPointError(
+                    f"non-finite values in {name!r} after epoch {self.start_epoch + 1}; not saved, "
+                    f"{self.out / 'last.pt'} keeps the last good weights; lower lr or enable grad_clip"
+                )
+
     def _save(self, is_best: bool) -> None:
         if not self.info.is_main:
             return
@@ -427,6 +438,7 @@ class Trainer:
             while self.start_epoch < cfg.epochs:
                 row: dict[str, Any] = {"epoch": self.start_epoch + 1}
                 row.update(self.train_epoch())
+                self._check_finite_state()
                 if self.optimizer is not None:
                     row["lr"] = self.optimizer.param_groups[0]["lr"]
                 if self.val_loader is not None:
