@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ def channel_taps(model: nn.Module) -> dict[str, AttentionTap]:
 
 def _batches(data: Batches | tuple[torch.Tensor, torch.Tensor], batch_size: int) -> Batches:
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        x, y = data
+        x, y = cast(torch.Tensor, data[0]), cast(torch.Tensor, data[1])
         check_tensor(x, "data[0]", ndim=4)
         check_tensor(y, "data[1]", ndim=1, floating=False, layout="(B,)")
         if len(x) != len(y):
