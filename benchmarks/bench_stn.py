@@ -1,0 +1,166 @@
+"""CPU-scale slice of Table 1 of Spatial Transformer Networks (Jaderberg et al., NIPS 2015).
+
+Trains models from ``visattn.models.stn`` on a distorted MNIST (``mnist_rts`` by default) with one
+fixed budget of optimiser steps per model, picks the checkpoint with the lowest error on a
+validation split carved from the training set, and reports the test error of that checkpoint on
+the fixed generated test set, plus the time per training step.
+
+Example (what docs/results/stn.md reports):
+
+    nice python benchmarks/bench_stn.py --data-dir /work/shared/data/mnist.npz --dataset mnist_rts \\
+        --models cnn_mnist --steps 700 --eval-every 350 --val-size 2000 --out cnn.json
+    (then the same with --models st_cnn_mnist; one model per run keeps each run under 5 minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import visattn
+from visattn.data import load_dataset
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True, help="MNIST source, e.g. /work/shared/data/mnist.npz")
+    p.add_argument(
+        "--dataset",
+        default="mnist_rts",
+        choices=["mnist_rotated", "mnist_rts", "mnist_projective", "mnist_elastic"],
+    )
+    p.add_argument("--models", nargs="+", default=["cnn_mnist", "st_cnn_mnist"])
+    p.add_argument("--transform", default="affine", help="transform of the st_* models")
+    p.add_argument("--steps", type=int, default=900)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--loc-lr-mult", type=float, default=0.1, help="learning-rate factor of the localisation nets"
+    )
+    p.add_argument("--eval-every", type=int, default=300)
+    p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument("--train-size", type=int, default=0, help="use only this many training images (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    return p.parse_args()
+
+
+def error_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 250) -> float:
+    model.eval()
+    wrong = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            wrong += int((model(x[i : i + batch]).argmax(1) != y[i : i + batch]).sum())
+    model.train()
+    return 100.0 * wrong / len(x)
+
+
+def train_one(name: str, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    torch.manual_seed(args.seed)
+    opts = {"image_size": data["size"]}
+    if name.startswith("st_"):
+        opts["transform"] = args.transform
+    model = visattn.create_model(name, **opts)
+    loc = [p for n, p in model.named_parameters() if ".localization." in f".{n}"]
+    rest = [p for n, p in model.named_parameters() if ".localization." not in f".{n}"]
+    groups = [{"params": rest, "lr": args.lr}]
+    if loc:
+        groups.append({"params": loc, "lr": args.lr * args.loc_lr_mult})
+    opt = torch.optim.Adam(groups)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=args.steps)
+    x_tr, y_tr = data["train"]
+    g = torch.Generator().manual_seed(args.seed)
+    best = {"val_error": float("inf"), "step": 0, "state": None}
+    curve, step_time, step = [], 0.0, 0
+    while step < args.steps:
+        for idx in torch.randperm(len(x_tr), generator=g).split(args.batch_size):
+            if step == args.steps:
+                break
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step_time += time.perf_counter() - t0
+            step += 1
+            if step % args.eval_every == 0 or step == args.steps:
+                val = error_rate(model, *data["val"])
+                curve.append({"step": step, "loss": round(loss.item(), 4), "val_error": val})
+                print(f"  {name} step {step} loss {loss.item():.3f} val {val:.2f}%", flush=True)
+                if val < best["val_error"]:
+                    best = {
+                        "val_error": val,
+                        "step": step,
+                        "state": {k: v.clone() for k, v in model.state_dict().items()},
+                    }
+    model.load_state_dict(best["state"])
+    test = error_rate(model, *data["test"])
+    n_params = sum(p.numel() for p in model.parameters())
+    return {
+        "model": name,
+        "transform": args.transform if name.startswith("st_") else None,
+        "params": n_params,
+        "selected_step": best["step"],
+        "val_error": best["val_error"],
+        "test_error": test,
+        "ms_per_step": 1000 * step_time / args.steps,
+        "curve": curve,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    ds = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
+    mean, std = ds.mean[0], ds.std[0]
+
+    def prep(images: torch.Tensor) -> torch.Tensor:
+        return (images.float() / 255 - mean) / std
+
+    x, y = prep(ds.train.images), ds.train.labels
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(1234))  # same split for every seed
+    val_idx, tr_idx = perm[: args.val_size], perm[args.val_size :]
+    if args.train_size:
+        tr_idx = tr_idx[: args.train_size]
+    data = {
+        "size": ds.image_size[0],
+        "train": (x[tr_idx], y[tr_idx]),
+        "val": (x[val_idx], y[val_idx]),
+        "test": (prep(ds.test.images), ds.test.labels),
+    }
+    print(
+        f"{args.dataset}: train {len(tr_idx)}, val {len(val_idx)}, test {len(ds.test)}; "
+        f"generated in {time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
+    results = []
+    for name in args.models:
+        r = train_one(name, data, args)
+        print(
+            f"{name}: test error {r['test_error']:.2f}% (val {r['val_error']:.2f}% at step {r['selected_step']}),"
+            f" {r['ms_per_step']:.1f} ms/step, {r['params']} params",
+            flush=True,
+        )
+        results.append(r)
+    summary = {
+        "dataset": args.dataset,
+        "args": vars(args),
+        "results": results,
+        "total_s": round(time.perf_counter() - t0, 1),
+    }
+    print(f"total {summary['total_s']}s")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(summary, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
