@@ -15,12 +15,14 @@ from visattn.attention._tap import TAP_KINDS, AttentionTap
 
 # Mechanism modules register themselves on import; keep one import line per paper below.
 from visattn.attention.feedback import FilterGains
+from visattn.attention.glimpse import GlimpseSensor
 from visattn.attention.residual import ResidualAttentionModule
 from visattn.attention.se import SqueezeExcite
 from visattn.attention.spatial_transformer import SpatialTransformer
 
 __all__ = [
     "FilterGains",
+    "GlimpseSensor",
     "ResidualAttentionModule",
     "SpatialTransformer",
     "SqueezeExcite",

@@ -4,6 +4,13 @@ Convention (``../shared/STYLE.md`` rule 4): ``(x, y)`` order, ``[-1, 1]`` range,
 output to input coordinates, ``align_corners`` stated per function.
 """
 
+from visattn.functional.glimpse import (
+    GLIMPSE_PADDING_MODES,
+    extract_glimpses,
+    glimpse_boxes,
+    glimpse_sides,
+    location_to_pixels,
+)
 from visattn.functional.warp import (
     PADDING_MODES,
     TRANSFORMS,
@@ -20,6 +27,11 @@ from visattn.functional.warp import (
 )
 
 __all__ = [
+    "GLIMPSE_PADDING_MODES",
+    "extract_glimpses",
+    "glimpse_boxes",
+    "glimpse_sides",
+    "location_to_pixels",
     "PADDING_MODES",
     "TRANSFORMS",
     "affine_grid",
