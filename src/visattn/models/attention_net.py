@@ -29,8 +29,9 @@ and mirror the ImageNet layout one resolution down: stages at 32, 16, 8, a last 
 that keeps 256 channels (widening to 512 as ImageNet does would give 2.69M parameters), and masks that pool
 down to that last resolution (3, 2, 1 poolings: 32, 16, 8 -> 4). This gives 2.03M
 parameters for ``attention92_cifar`` (m = 2, +6.6% on the paper's 1.9M) and 1.21M for
-``attention56_cifar`` (m = 1). Any input of at least 8x8 works (28x28 Fashion-MNIST with ``in_chans=1`` included): every pooling rounds up and every up-sampling
-targets the size of its skip, so the same modules run at 32 (levels 16, 8, 4) and 28 (14, 7, 4).
+``attention56_cifar`` (m = 1). Any input of at least 8x8 works (28x28 Fashion-MNIST with ``in_chans=1``
+included): every pooling rounds up and every up-sampling targets the size of its skip, so the same modules
+run at 32 (levels 16, 8, 4) and 28 (14, 7, 4).
 
 Every module's mask is emitted through its ``tap`` (``AttentionTap("spatial")``), so
 ``visattn.viz.masks`` collects all of them in one forward pass.
