@@ -196,3 +196,26 @@ def test_bad_inputs_raise(tmp_path):
         net.population_logits(x, torch.zeros(2, 7))
     with pytest.raises(ValueError, match=r"base must return logits \(4, 7\)"):
         DasNet(base, num_classes=7, passes=2)(x)
+
+
+def test_viz_writes_gain_and_changed_prediction_pngs(tmp_path):
+    from visattn.viz.gains import changed_predictions, dasnet_report
+
+    net = DasNet(_base(), num_classes=10, passes=3)
+    x, y = _data(8)
+    net.calibrate(x)
+    net.search.mu.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))  # a policy that changes things
+    net.train()
+    rep = dasnet_report(net, x, y, tmp_path, images=3)
+    assert net.training  # mode restored
+    pred = net.forward_passes(x)["logits"].argmax(-1)
+    ch = changed_predictions(pred, y)
+    assert rep["changed"] == int((pred[0] != pred[-1]).sum()) == ch["changed"].numel()
+    assert rep["fixed"] + rep["broken"] <= rep["changed"]
+    for key in ("gains_png", "changed_png"):
+        data = rep[key].read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    with pytest.raises(TypeError, match="model"):
+        dasnet_report(_base(), x, y, tmp_path)
+    with pytest.raises(ValueError, match="y must have"):
+        changed_predictions(pred, y[:3])
