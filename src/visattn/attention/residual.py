@@ -14,11 +14,13 @@ For ``x`` of shape ``(B, C, H, W)`` the module computes (every unit is a pre-act
    ``(H, W)``. Then ``z = W_b relu(BN(W_a relu(BN(u_0))))`` with two 1x1 convolutions ``C -> C``.
 4. The mask ``M = f(z)`` (sec. 3.3, ``mask=``), shape ``(B, C, H, W)``:
 
-   * ``"mixed"`` (the paper's default): ``f1 = sigmoid(z)`` per element, in ``(0, 1)``;
+   * ``"mixed"`` (the paper's default): ``f1 = sigmoid(z)`` per element, in ``(0, 1)`` (``[0, 1]`` once
+     float32 rounds a saturated sigmoid);
    * ``"channel"``: ``f2 = z / ||z_{:, i}||_2``, L2 normalisation over the ``C`` channels at each
      position ``i`` (eps ``1e-12``), each element in ``[-1, 1]``;
    * ``"spatial"``: ``f3 = sigmoid((z_c - mean_c) / sqrt(var_c + 1e-5))``, where ``mean_c`` and the
-     biased ``var_c`` are taken over the ``H x W`` positions of channel ``c`` of each sample, in ``(0, 1)``.
+     biased ``var_c`` are taken over the ``H x W`` positions of channel ``c`` of each sample, in ``(0, 1)``
+     (``[0, 1]`` in float32).
 
 5. Output ``H = (1 + M) * T`` (eq. 3, attention residual learning, ``residual=True``) or ``H = M * T``
    (eq. 1, "naive attention learning", ``residual=False``), then ``p`` post-processing units.
@@ -168,6 +170,7 @@ class ResidualAttentionModule(nn.Module):
                 f"got residual={residual!r}"
             )
         self.channels = channels
+        self.p, self.t, self.r = p, t, r
         self.skip_levels = skip_levels
         self.mask = mask
         self.residual = residual
@@ -234,7 +237,7 @@ class ResidualAttentionModule(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.channels}, p={len(self.pre)}, t={len(self.trunk)}, r={len(self.down[0])}, "
+            f"{self.channels}, p={self.p}, t={self.t}, r={self.r}, "
             f"skip_levels={self.skip_levels}, mask={self.mask!r}, residual={self.residual}, "
             f"identity_init={self.identity_init}"
         )
