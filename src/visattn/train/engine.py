@@ -424,8 +424,12 @@ class Trainer:
         out["train_time_s"] = elapsed
         return out
 
-    def run(self) -> dict[str, Any]:
-        """Train from ``start_epoch`` to ``cfg.epochs``; return the summary (also ``summary.json``)."""
+    def run(self, *, stop_after: int | None = None) -> dict[str, Any]:
+        """Train from ``start_epoch`` to ``cfg.epochs``; return the summary (also ``summary.json``).
+
+        ``stop_after=k`` returns right after epoch ``k``'s checkpoint, as a run interrupted there would
+        (no test evaluation); ``resume=True`` then continues it.
+        """
         cfg = self.cfg
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -463,6 +467,8 @@ class Trainer:
                             self.tb.add_scalar(k, v, row["epoch"])
                 if self.info.is_main and cfg.progress:
                     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+                if stop_after is not None and self.start_epoch >= stop_after:
+                    return {"history": self.history, "out": str(self.out), "stopped_after": self.start_epoch}
             barrier()
             summary = self._finish()
         finally:
