@@ -60,6 +60,8 @@ def gaussian_log_prob(sample: torch.Tensor, mean: torch.Tensor, std: float) -> t
     check_tensor(sample, "sample", nonempty=False, layout="(..., D)")
     check_tensor(mean, "mean", nonempty=False, layout="(..., D)")
     check_positive(std, "std")
+    if not math.isfinite(std):
+        raise ValueError(f"std must be finite, got {std!r}")
     if sample.shape != mean.shape:
         raise ValueError(
             f"sample and mean must have the same shape, got {tuple(sample.shape)} and {tuple(mean.shape)}"
