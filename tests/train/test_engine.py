@@ -165,3 +165,24 @@ def test_two_process_torchrun_matches_one_process(tmp_path, fmnist_small):
     b = safe_load(tmp_path / "two" / "last.pt")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_retrofit_fine_tuning_trains_only_the_inserted_attention_first(tmp_path, fmnist_small):
+    fit(_cfg(tmp_path / "base", fmnist_small, epochs=1))
+    base_w = tmp_path / "base" / "run" / "best.pt"
+    base = safe_load(base_w)["model"]
+    cfg = _cfg(tmp_path, fmnist_small, epochs=2, weights=str(base_w), retrofit="se", retrofit_warmup_epochs=1)
+    tr = Trainer(cfg)
+    inserted = set(tr.model.visattn_inserted)
+    assert inserted, "retrofit inserted nothing"
+    tr.run(stop_after=1)
+    after1 = tr.model.state_dict()
+    for k, v in base.items():  # epoch 1: the pretrained weights (and BN statistics) stay as they were
+        if k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue
+        torch.testing.assert_close(after1[k], v, rtol=0, atol=0, msg=k)
+    new_keys = [k for k in after1 if k not in base]
+    assert new_keys and all(any(k.startswith(n) for n in inserted) for k in new_keys)
+    tr.run()
+    final = safe_load(tmp_path / "run" / "last.pt")["model"]
+    assert not torch.equal(final["stage1.conv.weight"], base["stage1.conv.weight"])

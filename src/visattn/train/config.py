@@ -30,6 +30,7 @@ class TrainConfig:
     weights: str | None = None
     retrofit: str | None = None
     retrofit_kwargs: dict[str, Any] = field(default_factory=dict)
+    retrofit_warmup_epochs: int = 0
     # data
     data: str = "fashion_mnist"
     data_dir: str | None = None
@@ -93,6 +94,7 @@ class TrainConfig:
         check_choice(self.schedule, "schedule", ("cosine", "step", "constant"))
         check_choice(self.nonfinite, "nonfinite", ("raise", "skip"))
         check_choice(self.augment, "augment", ("default", "none"))
+        check_positive(self.retrofit_warmup_epochs, "retrofit_warmup_epochs", integer=True, allow_zero=True)
         check_positive(self.num_workers, "num_workers", integer=True, allow_zero=True)
         check_positive(self.log_every, "log_every", integer=True)
         for opt in ("limit_train", "max_steps_per_epoch"):

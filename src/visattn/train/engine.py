@@ -236,12 +236,8 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         self.model = model  # the raw module: state_dict, extra_losses, train_step
         self.uses_optimizer = getattr(model, "uses_optimizer", True)
-        runner: nn.Module = model
-        if info.distributed and self.uses_optimizer:
-            runner = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-        if cfg.compile:
-            runner = torch.compile(runner)  # type: ignore[assignment]
-        self.runner = runner
+        self.inserted_only = False
+        self.runner = self._wrap()
         self.steps_per_epoch = len(self.train_loader)
         if cfg.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
@@ -272,6 +268,35 @@ class Trainer:
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, mult)
         self.extra_losses = getattr(model, "extra_losses", None)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    def _wrap(self) -> nn.Module:
+        """The module the training step calls: DDP (for gradient sync) and/or ``torch.compile``."""
+        info, runner = self.info, self.model
+        if info.distributed and self.uses_optimizer:
+            runner = DDP(self.model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        if self.cfg.compile:
+            runner = torch.compile(runner)  # type: ignore[assignment]
+        return runner
+
+    def _set_inserted_only(self, flag: bool) -> None:
+        """Train only the retrofitted attention (``flag``) or every parameter the optimiser holds.
+
+        The optimiser was built over all trainable parameters; frozen ones get no gradient, so SGD and
+        AdamW leave them (and their weight decay) untouched. DDP is re-wrapped, since it registers its
+        gradient hooks on the parameters that require a gradient when it is built.
+        """
+        if flag == self.inserted_only:
+            return
+        from visattn.retrofit import freeze_except_inserted
+
+        if flag:
+            self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+            freeze_except_inserted(self.model)
+        else:
+            for p in self._trainable:
+                p.requires_grad_(True)
+        self.inserted_only = flag
+        self.runner = self._wrap()
 
     # ------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
@@ -440,6 +465,8 @@ class Trainer:
                 self.tb = SummaryWriter(str(self.out / "tb"))
         try:
             while self.start_epoch < cfg.epochs:
+                if cfg.retrofit and cfg.retrofit_warmup_epochs:
+                    self._set_inserted_only(self.start_epoch < cfg.retrofit_warmup_epochs)
                 row: dict[str, Any] = {"epoch": self.start_epoch + 1}
                 row.update(self.train_epoch())
                 self._check_finite_state()
