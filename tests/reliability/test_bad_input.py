@@ -130,7 +130,7 @@ def _bad_x_cases() -> list[tuple[str, torch.Tensor | Any, type, tuple]]:
     ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _attention(name: str) -> torch.nn.Module:
     return visattn.create_attention(name, C).eval()
 
@@ -161,7 +161,7 @@ MODEL_KWARGS: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(name: str) -> torch.nn.Module:
     return visattn.create_model(name, **MODEL_KWARGS.get(name, dict)()).eval()
 
