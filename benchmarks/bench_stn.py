@@ -48,6 +48,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--png", default=None, help="draw the selected st_* model's warps of 8 test images here")
     return p.parse_args()
 
 
@@ -102,6 +103,11 @@ def train_one(name: str, data: dict[str, Any], args: argparse.Namespace) -> dict
                     }
     model.load_state_dict(best["state"])
     test = error_rate(model, *data["test"])
+    if args.png and name.startswith("st_"):
+        from visattn.viz import plot_warps
+
+        model.eval()
+        plot_warps(model, data["test"][0][:8], args.png, max_images=8)
     n_params = sum(p.numel() for p in model.parameters())
     return {
         "model": name,
