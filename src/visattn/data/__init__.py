@@ -16,6 +16,7 @@ from visattn.data._registry import (
 
 # Dataset modules register themselves on import; keep one import line per file below.
 from visattn.data.cifar import cifar10, cifar100  # noqa: F401  (registers cifar10, cifar100)
+from visattn.data.cluttered import cluttered_mnist, translated_mnist  # noqa: F401  (registers mnist_translated60, mnist_cluttered60, mnist_cluttered100)
 from visattn.data.folder import flowers102, imagefolder  # noqa: F401  (registers them)
 from visattn.data.idx import load_idx_pair, read_idx
 from visattn.data.loaders import Loaders, make_loaders, split_indices
