@@ -219,3 +219,44 @@ def test_viz_writes_gain_and_changed_prediction_pngs(tmp_path):
         dasnet_report(_base(), x, y, tmp_path)
     with pytest.raises(ValueError, match="y must have"):
         changed_predictions(pred, y[:3])
+
+
+def test_engine_trains_and_resumes_a_dasnet_exactly(tmp_path, fmnist_small):
+    """The engine's ``uses_optimizer = False`` path: SNES state lives in the checkpoint."""
+    from visattn.train import TrainConfig, Trainer, safe_load
+
+    base_path = tmp_path / "base.pt"
+    torch.manual_seed(0)
+    torch.save(MnistCNN().eval().state_dict(), base_path)
+    before = safe_load(base_path)
+
+    def cfg(out: str, **kw) -> TrainConfig:
+        return TrainConfig(
+            model="dasnet",
+            model_kwargs={"base": str(base_path), "passes": 2, "population": 4, "sigma0": 0.1},
+            data="npz",
+            data_dir=str(fmnist_small),
+            epochs=3,
+            batch_size=16,
+            limit_train=32,
+            augment="none",
+            out=str(tmp_path / out),
+            progress=False,
+            seed=1,
+            deterministic=True,
+            **kw,
+        )
+
+    Trainer(cfg("a")).run()
+    Trainer(cfg("b")).run(stop_after=1)
+    resumed = Trainer(cfg("b", resume=True))
+    assert resumed.start_epoch == 1
+    summary = resumed.run()
+    a, b = safe_load(tmp_path / "a" / "last.pt"), safe_load(tmp_path / "b" / "last.pt")
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+    assert int(a["model"]["search.iteration"]) == 6  # 3 epochs x 2 batches
+    assert not torch.equal(a["model"]["search.mu"], torch.zeros_like(a["model"]["search.mu"]))
+    for k, v in before.items():  # the base CNN's weights and BatchNorm statistics did not move
+        assert torch.equal(a["model"][f"base.{k}"], v), k
+    assert "test_top1" in summary and [h["epoch"] for h in b["history"]] == [1, 2, 3]
