@@ -310,8 +310,8 @@ def attention_views(
 ) -> list[View]:
     """Render every kind of attention ``model`` emits on ``x`` ``(B, C, H, W)``.
 
-    The first ``show`` images get overlays (spatial taps, location density, Grad-CAM), warp grids and
-    glimpse paths; per-class plots (channel weights, gains) use the whole batch with ``labels``
+    The first ``show`` images get overlays (spatial masks, warp-grid densities, Grad-CAM), the warp
+    grids of spatial transformers and glimpse paths; per-class plots (channel weights, gains) use the whole batch with ``labels``
     (default: the predicted classes). Grad-CAM is added when the model has no spatial tap, or
     always with ``with_gradcam=True`` (when it has a ``Conv2d``). The model runs in ``eval()`` mode;
     its mode is restored afterwards.
@@ -342,9 +342,9 @@ def attention_views(
             return names[c] if names is not None and c < len(names) else str(c)
 
         titles = [f"{label(int(t))}→{label(int(p))}" for t, p in zip(y[:show], pred[:show])]
-        spatial = {n: r for n, r in recs.items() if r.kind == "spatial"}
+        spatial = {n: r for n, r in recs.items() if r.kind in ("spatial", "warp")}
         conv = _warp_conventions(model)
-        rows = {n: m[:show] for n, m in tap_heatmaps(spatial, size).items()}
+        rows = {n: m[:show] for n, m in tap_heatmaps(spatial, size, align_corners=conv).items()}
         if (with_gradcam or not spatial) and cam_layer(model) is not None:
             rows["Grad-CAM"] = gradcam(model, xs, targets=y[:show])
         if rows:
@@ -354,7 +354,8 @@ def attention_views(
                     "where it looks",
                     "Heat maps over the input (true→predicted): "
                     + ", ".join(rows)
-                    + ". Spatial masks are channel means upsampled to the input.",
+                    + ". Spatial masks: channel mean upsampled to the input; warps: density of the"
+                    " sampling grid's points on the input.",
                     figure_png(fig),
                 )
             )
@@ -380,7 +381,9 @@ def attention_views(
             gains = gain_trajectories(model, xs)["gains"]
             png = _file_png(lambda p: plot_gain_evolution(gains, p, images=range(min(4, show))))
             views.append(View("gain evolution", "dasNet gains of the most-moved filters per pass.", png))
-        if any(r.kind == "warp" for r in recs.values()):
+        from visattn.attention.spatial_transformer import SpatialTransformer
+
+        if any(isinstance(m, SpatialTransformer) for m in model.modules()):
             from visattn.viz.warps import plot_warps
 
             png = _file_png(lambda p: plot_warps(model, xs, p, max_images=show))
