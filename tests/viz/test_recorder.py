@@ -155,3 +155,45 @@ def test_every_registered_model(name):
         assert r.calls, f"tap {name_} did not fire"
         for t in r.calls:
             _check_shape(r.kind, t, 2)
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.images: dict[str, tuple] = {}
+
+    def add_image(self, tag, img, step, dataformats="CHW"):
+        self.images[tag] = (img.shape, img.dtype, step, dataformats)
+
+
+def test_tensorboard_attention_images(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from visattn.train.tb_images import AttentionImageLogger
+
+    torch.manual_seed(0)
+    net = AllKinds().train()
+    logger = AttentionImageLogger(torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2]), every=5, show=3)
+    fake = _Writer()
+    assert logger.maybe_log(fake, net, 4) == [] and fake.images == {}
+    rng = torch.get_rng_state()
+    tags = logger.maybe_log(fake, net, 10)
+    assert torch.equal(rng, torch.get_rng_state())  # the training random stream is untouched
+    assert net.training and _hooks(net) == 0
+    assert (
+        set(tags)
+        == set(fake.images)
+        >= {
+            "attention/where it looks",
+            "attention/glimpse path: where",
+            "attention/filter gains: gains",
+            "attention/channel weights",
+        }
+    )
+    for shape, dtype, step, fmt in fake.images.values():
+        assert len(shape) == 3 and shape[2] == 3 and shape[0] > 50 and str(dtype) == "uint8"
+        assert step == 10 and fmt == "HWC"
+    with SummaryWriter(str(tmp_path / "tb")) as writer:
+        logger.maybe_log(writer, net, 5)
+    assert any(f.stat().st_size > 1000 for f in (tmp_path / "tb").glob("events.out.tfevents.*"))
+    with pytest.raises(ValueError, match="every"):
+        AttentionImageLogger(torch.rand(2, 1, 8, 8), every=0)
