@@ -178,6 +178,11 @@ class DasNet(nn.Module):
         return self
 
     # ------------------------------------------------------------------ passes
+    def _gain_module(self, i: int) -> FilterGains:
+        fg = self.gains[i]
+        assert isinstance(fg, FilterGains)  # internal invariant, not a user error
+        return fg
+
     def _run(self, x: torch.Tensor, gains: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass of the base with gains ``(B, F)`` (``None``: all ones): logits ``(B, K)``, obs ``(B, D)``."""
         feats: list[torch.Tensor | None] = [None] * len(self.steer)
@@ -187,7 +192,7 @@ class DasNet(nn.Module):
 
         def make_hook(i: int):
             def hook(_mod: nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor:
-                y = self.gains[i](out)
+                y = self._gain_module(i)(out)
                 feats[i] = y.mean(dim=(2, 3))
                 return y
 
@@ -195,14 +200,14 @@ class DasNet(nn.Module):
 
         try:
             for i, (name, g) in enumerate(zip(self.steer, parts)):
-                self.gains[i].set_gains(g)
+                self._gain_module(i).set_gains(g)
                 handles.append(modules[name].register_forward_hook(make_hook(i)))
             logits = self.base(x)
         finally:
             for h in handles:
                 h.remove()
-            for fg in self.gains:
-                fg.set_gains(None)
+            for i in range(len(self.steer)):
+                self._gain_module(i).set_gains(None)
         if not isinstance(logits, torch.Tensor) or logits.shape != (x.shape[0], self.num_classes):
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ValueError(f"base must return logits ({x.shape[0]}, {self.num_classes}), got {got}")

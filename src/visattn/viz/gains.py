@@ -202,7 +202,9 @@ def dasnet_report(
     _check_dasnet(model)
     check_positive(images, "images", integer=True)
     tr = gain_trajectories(model, x)
-    names = [f"{layer}[{j}]" for layer, c in zip(model.steer, model.filter_counts) for j in range(c)]
+    steer: list[str] = model.steer  # type: ignore[assignment]
+    counts: list[int] = model.filter_counts  # type: ignore[assignment]
+    names = [f"{layer}[{j}]" for layer, c in zip(steer, counts) for j in range(c)]
     out_dir = Path(out_dir)
     g_path = plot_gain_evolution(tr["gains"], out_dir / "gains.png", images=range(images), filter_names=names)
     c_path, shown = plot_changed_predictions(x, tr["pred"], out_dir / "changed.png", y=y)
