@@ -204,3 +204,21 @@ def test_ram_trains_through_the_engine_with_its_extra_losses(tmp_path, fmnist_sm
     summary = fit(cfg)
     text = str(summary)
     assert "reinforce" in text and "baseline" in text, text[:500]
+
+
+def test_glimpse_pictures_are_written(tmp_path):
+    from PIL import Image
+
+    from visattn.viz.glimpses import glimpse_episode, plot_glimpses, save_glimpse_gif
+
+    model = RecurrentAttention(num_scales=2, **SMALL).train()
+    x = _images(3, (30, 30))
+    ep = glimpse_episode(model, x)
+    assert model.training, "the model's mode is restored"
+    assert ep["patches"].shape == (3, 3, 2, 1, 8, 8)
+    png = plot_glimpses(model, x, tmp_path / "g.png", labels=torch.tensor([1, 2, 3]), max_images=2)
+    assert Image.open(png).format == "PNG"
+    gif = Image.open(save_glimpse_gif(model, x[0], tmp_path / "g.gif"))
+    assert gif.format == "GIF" and gif.n_frames == 3
+    with pytest.raises(ValueError, match="sensor"):
+        glimpse_episode(torch.nn.Linear(2, 2), x)
