@@ -247,6 +247,8 @@ def _generated_mnist(
     check_type(test_seed, "test_seed", int)
     base = load_dataset("mnist", data_dir=data_dir, download=download)
     tr, te = base.train, base.test
+    if not isinstance(tr, ImageTensorDataset) or not isinstance(te, ImageTensorDataset):
+        raise TypeError(f"the mnist loader must give in-memory ImageTensorDatasets, got {type(tr).__name__}")
     x_tr, y_tr, b_tr = cluttered_mnist(
         tr.images, tr.labels, canvas=canvas, num_clutter=num_clutter, seed=seed
     )
