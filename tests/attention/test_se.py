@@ -230,3 +230,50 @@ def test_excitation_stats_are_per_class_means(tmp_path):
         plot_excitations(net, (x, y), path, class_names=["a"])
     with pytest.raises(ValueError, match="no AttentionTap"):
         excitation_stats(visattn.create_model("resnet20"), (x, y))
+
+
+# --- fused block tail ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("identity_init", [False, True])
+def test_residual_relu_gradcheck_and_matches_unfused(gate, identity_init):
+    torch.manual_seed(0)
+    se = SqueezeExcite(6, reduction=2, gate=gate, identity_init=identity_init).double()
+    torch.nn.init.normal_(se.fc2.weight)
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
+    sc = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: se.residual_relu(a, b), (x, sc))
+    w = torch.randn(2, 6, 3, 4, dtype=torch.float64)
+    grads = []
+    for fn in (lambda: se.residual_relu(x, sc), lambda: torch.relu(se(x) + sc)):
+        se.zero_grad()
+        x.grad, sc.grad = None, None
+        (fn() * w).sum().backward()
+        grads.append([x.grad, sc.grad, *(p.grad for p in se.parameters())])
+    for fused, plain in zip(*grads):
+        torch.testing.assert_close(fused, plain)
+
+
+def test_residual_relu_paths():
+    torch.manual_seed(0)
+    x, sc = torch.randn(2, 8, 3, 5), torch.randn(2, 8, 3, 5)
+    for pool in POOLS:
+        se = SqueezeExcite(8, reduction=2, pool=pool)
+        expected = torch.relu(se(x) + sc)
+        torch.testing.assert_close(se.residual_relu(x, sc), expected)  # autograd path (params need grad)
+        with torch.no_grad():
+            buf = x.clone()
+            out = se.residual_relu(buf, sc, inplace=True)
+        assert out.data_ptr() == buf.data_ptr()  # written into x's memory
+        torch.testing.assert_close(out, expected)
+    se = SqueezeExcite(8, reduction=2).requires_grad_(False)  # frozen SE, gradient to the input only
+    xg = x.clone().requires_grad_()
+    se.residual_relu(xg, sc).sum().backward()
+    xr = x.clone().requires_grad_()
+    torch.relu(se(xr) + sc).sum().backward()
+    torch.testing.assert_close(xg.grad, xr.grad)
+    with pytest.raises(
+        ValueError, match=r"shortcut must have the shape of x \(2, 8, 3, 5\), got \(2, 8, 3, 4\)"
+    ):
+        se.residual_relu(x, sc[..., :4])

@@ -6,10 +6,11 @@ before the addition (the paper's Fig. 3): ``y = relu(g(u) * u + shortcut(x))`` w
 * CIFAR: ``se_resnet20/32/56/110`` are ``resnet20/32/56/110`` with ``attn_layer="se"``.
 * ImageNet-style: ``se_resnet18`` (basic blocks) and ``se_resnet50`` (bottlenecks) use ``SEBasicBlock`` and
   ``SEBottleneck``: the same parameters and names as ``resnet18/50`` with ``attn_layer="se"`` (so their
-  weights load into each other with ``strict=True``), but the block computes the rescale and the residual
-  add in one pass, ``torch.addcmul(shortcut, u, g)``, written in place into ``u`` when no gradient is
-  recorded. This keeps SE's extra cost to the squeeze (one read of ``u``) and the two small layers; see
-  ``docs/results/se.md`` for the measured overhead.
+  weights load into each other with ``strict=True``), but the block ends in
+  ``SqueezeExcite.residual_relu``: the rescale and the residual add in one pass,
+  ``relu(addcmul(shortcut, u, g))``, written in place into ``u`` when no gradient is recorded, and a
+  fused backward in training. This keeps SE's extra cost near the squeeze (one read of ``u``) and the
+  two small layers; see ``docs/results/se.md`` for the measured overhead.
 
 SE options go in ``attn_kwargs`` (e.g. ``{"reduction": 8}``).
 
@@ -32,14 +33,6 @@ from visattn.models.resnet import BasicBlock, Bottleneck, ResNet
 from visattn.models.resnet_cifar import CifarResNet, resnet_cifar
 
 __all__ = ["SEBasicBlock", "SEBottleneck", "se_resnet18", "se_resnet50"]
-
-
-def _gated_residual(out: torch.Tensor, gate: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-    """``relu(out * gate[:, :, None, None] + identity)`` in one pass; in place into ``out`` at inference."""
-    g = gate[:, :, None, None]
-    if torch.is_grad_enabled() and (out.requires_grad or g.requires_grad or identity.requires_grad):
-        return torch.relu_(torch.addcmul(identity, out, g))
-    return torch.relu_(torch.addcmul(identity, out, g, out=out))
 
 
 class SEBasicBlock(BasicBlock):
@@ -66,7 +59,7 @@ class SEBasicBlock(BasicBlock):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return _gated_residual(out, self.attn.excitation(out), identity)
+        return self.attn.residual_relu(out, identity, inplace=True)
 
 
 class SEBottleneck(Bottleneck):
@@ -94,7 +87,7 @@ class SEBottleneck(Bottleneck):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return _gated_residual(out, self.attn.excitation(out), identity)
+        return self.attn.residual_relu(out, identity, inplace=True)
 
 
 def _se_cifar(depth: int, **kwargs: Any) -> CifarResNet:
