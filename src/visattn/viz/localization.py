@@ -251,7 +251,8 @@ def localization_scores(
         boxes: ``(N, 4)`` object boxes ``(x0, y0, x1, y1)``, half-open pixels of the input.
         labels: ``(N,)`` classes for Grad-CAM's target (default: the predicted class).
         batch_size: images per forward pass.
-        gradcam: also score Grad-CAM of the model (``visattn.viz.render.gradcam``).
+        gradcam: also score Grad-CAM of the model (``visattn.viz.render.gradcam``), when it has a
+            ``Conv2d`` and its forward runs with autograd (else the row is left out).
         tolerance: pointing-game tolerance in pixels.
         sigma: Gaussian width (pixels) of location taps' heat maps.
 
@@ -295,7 +296,10 @@ def localization_scores(
                 from visattn.viz.render import gradcam as _gradcam
 
                 y = None if labels is None else labels[i : i + batch_size]
-                score("grad-cam", _gradcam(model, x, targets=y).cpu(), bx)
+                try:
+                    score("grad-cam", _gradcam(model, x, targets=y).cpu(), bx)
+                except ValueError:  # no Conv2d, or a forward without autograd: no Grad-CAM row
+                    gradcam = False
             score("centre prior", centre_prior(x.shape[0], size), bx)
             score("uniform", torch.ones(x.shape[0], *size), bx)
     finally:

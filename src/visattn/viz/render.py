@@ -104,7 +104,8 @@ def gradcam(
     ``L = ReLU(sum_k a_k A^k)`` with ``a_k`` the spatial mean of ``d y_c / d A^k`` (Selvaraju et al.,
     eq. 1-2), computed by ``pytorch_grad_cam.GradCAM`` at ``layer`` (default :func:`cam_layer`),
     resized to the input and scaled to ``[0, 1]`` per image. ``targets`` ``(B,)`` are the classes
-    explained (default: the predicted ones). The model is left in ``eval()`` mode and its ``.grad``
+    explained (default: the predicted ones). ``ValueError`` when the model has no ``Conv2d`` or its
+    forward runs without autograd. The model is left in ``eval()`` mode and its ``.grad``
     fields are zeroed (the package calls ``model.zero_grad()``).
 
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
@@ -124,8 +125,15 @@ def gradcam(
     if targets is not None:
         check_tensor(targets, "targets", ndim=1, floating=False, layout="(B,)")
         cam_targets = [ClassifierOutputTarget(int(c)) for c in targets.tolist()]
-    with torch.enable_grad(), GradCAM(model=_Logits(model), target_layers=[layer]) as cam:
-        maps = cam(input_tensor=x, targets=cam_targets)
+    try:
+        with torch.enable_grad(), GradCAM(model=_Logits(model), target_layers=[layer]) as cam:
+            maps = cam(input_tensor=x, targets=cam_targets)
+    except RuntimeError as e:
+        if "does not require grad" not in str(e):
+            raise
+        raise ValueError(
+            f"gradcam needs gradients through {type(model).__name__}, whose forward runs without autograd"
+        ) from e
     return torch.from_numpy(maps).float()
 
 
@@ -346,7 +354,10 @@ def attention_views(
         conv = _warp_conventions(model)
         rows = {n: m[:show] for n, m in tap_heatmaps(spatial, size, align_corners=conv).items()}
         if (with_gradcam or not spatial) and cam_layer(model) is not None:
-            rows["Grad-CAM"] = gradcam(model, xs, targets=y[:show])
+            try:
+                rows["Grad-CAM"] = gradcam(model, xs, targets=y[:show])
+            except ValueError:  # a forward without autograd (dasNet): no Grad-CAM row
+                pass
         if rows:
             fig = overlay_grid(xs.cpu(), rows, boxes=None if boxes is None else boxes[:show], titles=titles)
             views.append(
@@ -359,8 +370,14 @@ def attention_views(
                     figure_png(fig),
                 )
             )
+        ram = hasattr(getattr(model, "sensor", None), "num_scales")  # a RAM: its own glimpse plot
+        if ram and any(r.kind == "location" for r in recs.values()):
+            from visattn.viz.glimpses import plot_glimpses
+
+            png = _file_png(lambda p: plot_glimpses(model, xs, p, labels=y[:show], max_images=show))
+            views.append(View("glimpses", "Glimpse path and patches, as the model saw them.", png))
         for name, rec in recs.items():
-            if rec.kind == "location":
+            if rec.kind == "location" and not ram:
                 loc = rec.stacked() if len(rec.calls) > 1 else rec.value[:, None]
                 fig = plot_glimpse_path(
                     xs.cpu(), loc[:show], align_corners=conv.get(name, False), titles=titles
