@@ -1,4 +1,4 @@
-"""The ``visattn`` command: ``list``, ``train``, ``eval``, ``export``, ``demo``.
+"""The ``visattn`` command: ``list``, ``train``, ``eval``, ``export``, ``demo``, ``report``.
 
 A thin layer over typed configs (``visattn.train.TrainConfig``): every option maps to a config
 field, ``--config FILE.yaml`` loads a file and ``--set key=value`` overrides any field. Bad input
@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="short",
         help="tiny: seconds (smoke test); short: about 10 minutes on 2 CPU cores",
     )
+
+    rp = sub.add_parser("report", help="one self-contained HTML page comparing run folders")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by `visattn train`")
+    rp.add_argument("--out", default="report.html", help="the HTML file to write")
+    rp.add_argument("--data-dir", help="dataset folder overriding the runs' own data_dir")
+    rp.add_argument("--images", type=int, default=6, help="test images shown per run")
     return p
 
 
@@ -257,6 +263,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from visattn.viz.report import write_report
+
+    path = write_report(args.run_dirs, args.out, data_dir=args.data_dir, images=args.images)
+    print(f"report: {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``visattn`` command; returns the exit status."""
     parser = build_parser()
@@ -267,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": _cmd_eval,
         "export": _cmd_export,
         "demo": _cmd_demo,
+        "report": _cmd_report,
     }
     try:
         return handlers[args.command](args)
