@@ -1,0 +1,218 @@
+"""RAM (Mnih et al., NIPS 2014) on CPU: glimpse-sensor and training-step throughput, and a small accuracy run.
+
+``--part speed``: in one run, on the same random batch (60x60, 12x12 patches, 3 scales, 6 glimpses),
+(a) the batched glimpse sensor (one ``grid_sample`` + one ``avg_pool2d`` per scale) against a
+per-sample loop of the same crops (the public PyTorch RAM's approach: slice each image's patch from
+a zero-padded copy, ``avg_pool2d`` it), and (b) a full RAM training step (forward, hybrid loss,
+backward, Adam) with each sensor. Medians over ``--reps`` repetitions.
+
+``--part train``: trains ``--model`` (``ram`` or the ``mnist_cnn`` baseline) on a generated task
+(``mnist_translated60`` by default) for ``--steps`` Adam steps, evaluates on a validation split
+carved from the training set every ``--eval-every`` steps, keeps the best-on-validation weights
+and reports their test error once (no selection on the test set).
+
+Examples (what docs/results/ram.md reports):
+
+    nice python benchmarks/bench_ram.py --part speed --reps 10
+    nice python benchmarks/bench_ram.py --part train --model ram --data-dir /work/shared/data/mnist.npz \\
+        --steps 1500 --eval-every 500 --out ram.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import visattn
+from visattn.attention.glimpse import GlimpseSensor
+from visattn.data import load_dataset
+from visattn.functional.glimpse import extract_glimpses, location_to_pixels
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=["speed", "train"], default="speed")
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--data-dir", default=None, help="MNIST source, e.g. /work/shared/data/mnist.npz")
+    p.add_argument(
+        "--dataset", default="mnist_translated60", choices=["mnist_translated60", "mnist_cluttered60"]
+    )
+    p.add_argument("--model", default="ram", choices=["ram", "mnist_cnn"])
+    p.add_argument("--glimpses", type=int, default=6)
+    p.add_argument("--location-std", type=float, default=0.1)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="write the result as JSON here")
+    return p.parse_args()
+
+
+def loop_glimpses(images: torch.Tensor, locations: torch.Tensor, size: int, num_scales: int) -> torch.Tensor:
+    """Per-sample reference: integer crops from a zero-padded copy, block-averaged; ``(B, k, C, g, g)``."""
+    b, c, h, w = images.shape
+    sides = [size * 2**i for i in range(num_scales)]
+    pad = sides[-1]
+    padded = F.pad(images, (pad, pad, pad, pad))
+    centre = location_to_pixels(locations, (h, w)).round().long() + pad
+    out = []
+    for i in range(b):
+        scales = []
+        for k, s in enumerate(sides):
+            x0, y0 = int(centre[i, 0]) - s // 2, int(centre[i, 1]) - s // 2
+            patch = padded[i, :, y0 : y0 + s, x0 : x0 + s]
+            scales.append(F.avg_pool2d(patch[None], 2**k)[0] if k else patch)
+        out.append(torch.stack(scales))
+    return torch.stack(out)
+
+
+class LoopSensor(GlimpseSensor):
+    """The same sensor with the per-sample loop (integer-rounded centres), for the speed comparison."""
+
+    def forward(self, x: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
+        return loop_glimpses(x, self.tap(locations), self.size, self.num_scales)
+
+
+def _median_ms(fn: Any, reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def speed(args: argparse.Namespace) -> dict[str, Any]:
+    torch.manual_seed(args.seed)
+    b = args.batch_size
+    x = torch.rand(b, 1, 60, 60)
+    y = torch.randint(0, 10, (b,))
+    # integer pixel centres, so both sensors read exactly the same pixels
+    loc = (torch.randint(0, 61, (b, 2)).float() * 2 / 60 - 1).clamp(-1, 1)
+    torch.testing.assert_close(extract_glimpses(x, loc, size=12, num_scales=3), loop_glimpses(x, loc, 12, 3))
+    res: dict[str, Any] = {"batch": b, "image": "60x60", "patch": 12, "scales": 3, "glimpses": args.glimpses}
+    res["sensor_batched_ms"] = _median_ms(lambda: extract_glimpses(x, loc, size=12, num_scales=3), args.reps)
+    res["sensor_loop_ms"] = _median_ms(lambda: loop_glimpses(x, loc, 12, 3), args.reps)
+    for name in ("batched", "loop"):
+        torch.manual_seed(args.seed)
+        model = visattn.create_model("ram", patch_size=12, num_scales=3, num_glimpses=args.glimpses)
+        if name == "loop":
+            model.sensor = LoopSensor(1, size=12, num_scales=3)
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step(model: torch.nn.Module = model, opt: torch.optim.Optimizer = opt) -> None:
+            out = model(x)
+            loss = F.cross_entropy(out["logits"], y) + sum(model.extra_losses(out, y).values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        res[f"train_step_{name}_ms"] = _median_ms(step, args.reps)
+        res[f"train_images_per_s_{name}"] = b / res[f"train_step_{name}_ms"] * 1e3
+    res["sensor_speedup"] = res["sensor_loop_ms"] / res["sensor_batched_ms"]
+    res["train_step_speedup"] = res["train_step_loop_ms"] / res["train_step_batched_ms"]
+    return res
+
+
+@torch.no_grad()
+def error_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean: float, std: float) -> float:
+    model.eval()
+    wrong = 0
+    for i in range(0, len(x), 500):
+        out = model((x[i : i + 500].float() / 255 - mean) / std)
+        logits = out["logits"] if isinstance(out, dict) else out
+        wrong += int((logits.argmax(1) != y[i : i + 500]).sum())
+    return 100.0 * wrong / len(x)
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    if args.data_dir is None:
+        raise SystemExit("--part train needs --data-dir (e.g. /work/shared/data/mnist.npz)")
+    t0 = time.time()
+    splits = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
+    gen_s = time.time() - t0
+    mean, std = splits.mean[0], splits.std[0]
+    x_all, y_all = splits.train.images, splits.train.labels
+    perm = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(1234))
+    val_idx, tr_idx = perm[: args.val_size], perm[args.val_size :]
+    x_val, y_val = x_all[val_idx], y_all[val_idx]
+    x_tr, y_tr = x_all[tr_idx], y_all[tr_idx]
+    torch.manual_seed(args.seed)
+    if args.model == "ram":
+        kwargs = dict(patch_size=12, num_scales=3, num_glimpses=args.glimpses, location_std=args.location_std)
+    else:
+        kwargs = {}
+    model = visattn.create_model(args.model, **kwargs)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    g = torch.Generator().manual_seed(args.seed)
+    best = (float("inf"), 0, None)
+    history = []
+    t_train = time.time()
+    for step in range(1, args.steps + 1):
+        model.train()
+        idx = torch.randint(0, len(x_tr), (args.batch_size,), generator=g)
+        xb, yb = (x_tr[idx].float() / 255 - mean) / std, y_tr[idx]
+        out = model(xb)
+        logits = out["logits"] if isinstance(out, dict) else out
+        loss = F.cross_entropy(logits, yb)
+        if hasattr(model, "extra_losses"):
+            loss = loss + sum(model.extra_losses(out, yb).values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % args.eval_every == 0 or step == args.steps:
+            val = error_rate(model, x_val, y_val, mean, std)
+            history.append({"step": step, "val_error": val, "elapsed_s": time.time() - t_train})
+            print(history[-1], flush=True)
+            if val < best[0]:
+                best = (val, step, copy.deepcopy(model.state_dict()))
+    train_s = time.time() - t_train
+    model.load_state_dict(best[2])
+    test = error_rate(model, splits.test.images, splits.test.labels, mean, std)
+    res = {
+        "model": args.model,
+        "model_kwargs": kwargs,
+        "dataset": args.dataset,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "best_val_error": best[0],
+        "best_step": best[1],
+        "test_error": test,
+        "train_s": train_s,
+        "generate_s": gen_s,
+        "history": history,
+    }
+    if args.model == "ram":
+        model.mc_samples = 10
+        res["test_error_mc10"] = error_rate(model, splits.test.images, splits.test.labels, mean, std)
+    return res
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    res = speed(args) if args.part == "speed" else train(args)
+    res["torch"] = torch.__version__
+    res["threads"] = torch.get_num_threads()
+    print(json.dumps(res, indent=1, default=str))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
