@@ -47,7 +47,7 @@ from torch import nn
 
 from visattn._validate import check_positive, check_type
 from visattn.attention._preact import PreActBottleneck
-from visattn.attention.residual import ResidualAttentionModule
+from visattn.attention.residual import ResidualAttentionModule, _maxpool
 from visattn.models._common import InputSpec, check_input, check_model_args
 from visattn.models._registry import register_model
 
@@ -101,14 +101,13 @@ class ResidualAttentionNet(nn.Module):
         stem, widths, min_size = _LAYOUTS[layout]
         self.input_spec = InputSpec(in_chans, min_size=(min_size, min_size))
         if layout == "imagenet":
+            # the stem's 3x3/2 max-pool is applied in forward (``_maxpool``: channels-last memory)
             self.stem = nn.Sequential(
-                nn.Conv2d(in_chans, stem, 7, 2, 3, bias=False),
-                nn.BatchNorm2d(stem),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(3, 2, 1),
+                nn.Conv2d(in_chans, stem, 7, 2, 3, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)
             )
         else:
             self.stem = nn.Sequential(nn.Conv2d(in_chans, stem, 3, 1, 1, bias=False))
+        self.stem_pool = layout == "imagenet"
         stages: list[nn.Module] = []
         cin = stem
         for i, (cout, m) in enumerate(zip(widths[:3], modules_per_stage)):
@@ -135,7 +134,10 @@ class ResidualAttentionNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, H, W) -> (B, C_4, H / 32, W / 32)`` (ImageNet) or ``(H / 8, W / 8)`` (CIFAR)."""
         check_input(self.input_spec, x)
-        x = self.stage3(self.stage2(self.stage1(self.stem(x))))
+        x = self.stem(x)
+        if self.stem_pool:
+            x = _maxpool(x)
+        x = self.stage3(self.stage2(self.stage1(x)))
         return F.relu_(self.norm(self.stage4(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
