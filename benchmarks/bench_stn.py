@@ -48,6 +48,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument(
+        "--time-steps", type=int, default=0, help="only time N interleaved training steps per model"
+    )
     p.add_argument("--png", default=None, help="draw the selected st_* model's warps of 8 test images here")
     return p.parse_args()
 
@@ -121,10 +124,36 @@ def train_one(name: str, data: dict[str, Any], args: argparse.Namespace) -> dict
     }
 
 
+def time_steps(args: argparse.Namespace, size: int) -> None:
+    """Median time of a training step per model, the models' steps interleaved (same machine load)."""
+    torch.manual_seed(args.seed)
+    models = {n: visattn.create_model(n, image_size=size) for n in args.models}
+    opts = {n: torch.optim.Adam(m.parameters(), lr=args.lr) for n, m in models.items()}
+    x = torch.randn(args.batch_size, 1, size, size)
+    y = torch.randint(0, 10, (args.batch_size,))
+    times: dict[str, list[float]] = {n: [] for n in models}
+    for _ in range(args.time_steps + 3):
+        for n, m in models.items():
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(m(x), y)
+            opts[n].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[n].step()
+            times[n].append(time.perf_counter() - t0)
+    for n, t in times.items():
+        med = sorted(t[3:])[len(t[3:]) // 2]
+        print(
+            f"{n}: {1000 * med:.1f} ms/step (median of {args.time_steps}, batch {args.batch_size}, {size}x{size})"
+        )
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    if args.time_steps:
+        sizes = {"mnist_rts": 42}
+        return time_steps(args, sizes.get(args.dataset, 28))
     ds = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
     mean, std = ds.mean[0], ds.std[0]
 
