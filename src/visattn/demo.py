@@ -133,4 +133,11 @@ def run_demo(
     (root / "results.json").write_text(json.dumps(rows, indent=1))
     print("\n" + header + table + note)
     print(f"results: {root / 'results.md'}")
+    if rows:
+        from visattn.viz.report import write_report
+
+        report = write_report(
+            [r["out"] for r in rows], root / "report.html", title=f"visattn demo ({budget})"
+        )
+        print(f"report: {report}")
     return rows
