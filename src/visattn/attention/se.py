@@ -153,11 +153,13 @@ class SqueezeExcite(nn.Module):
             raise ValueError(
                 f"shortcut must have the shape of x {tuple(x.shape)}, got {tuple(shortcut.shape)}"
             )
-        params = [p for p in self.parameters() if p.requires_grad]
-        if torch.is_grad_enabled() and (x.requires_grad or shortcut.requires_grad or params):
-            if self.pool == "avg":
-                return _AvgSEResidualReLU.apply(x, shortcut, self, *params)
-            return torch.addcmul(shortcut, x, self.excitation(x)[:, :, None, None]).relu_()
+        if torch.is_grad_enabled():
+            weights = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+            params = [p for p in weights if p.requires_grad]
+            if params or x.requires_grad or shortcut.requires_grad:
+                if self.pool == "avg":
+                    return _AvgSEResidualReLU.apply(x, shortcut, self, *params)
+                return torch.addcmul(shortcut, x, self.excitation(x)[:, :, None, None]).relu_()
         g = self.excitation(x)[:, :, None, None]
         return torch.addcmul(shortcut, x, g, out=x if inplace else None).relu_()
 
