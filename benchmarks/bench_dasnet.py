@@ -17,6 +17,7 @@ Writes ``results.json``, ``base.pt``, ``gains.png`` and ``changed.png`` under ``
 from __future__ import annotations
 
 import argparse
+import copy
 import gzip
 import json
 import statistics
@@ -78,6 +79,21 @@ def train_base(xtr, ytr, args) -> tuple[MnistCNN, float]:
     return net.eval(), time.perf_counter() - t0
 
 
+def recalibrate_bn(base: torch.nn.Module, x: torch.Tensor, n: int = 10000) -> torch.nn.Module:
+    """A copy of ``base`` with its BatchNorm statistics re-estimated on ``x[:n]`` (a control: a briefly
+    trained net's running statistics lag its weights, and gains before BN could just repair that)."""
+    recal = copy.deepcopy(base)
+    for m in recal.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    recal.train()
+    with torch.no_grad():
+        for i in range(0, n, 500):
+            recal(x[i : i + 500])
+    return recal.eval()
+
+
 def time_population(net: DasNet, x, y, reps: int = 3) -> dict[str, float]:
     """Median CPU seconds to score the ``p`` candidates: one batched call vs ``p`` single-candidate calls."""
     _, theta = net.search.ask()
@@ -112,6 +128,10 @@ def main() -> None:
     ap.add_argument("--search-seed", type=int, default=0)
     ap.add_argument("--val", type=int, default=5000)
     ap.add_argument("--base-epochs", type=int, default=1)
+    ap.add_argument(
+        "--recalibrate-bn", action="store_true", help="re-estimate the base's BN statistics first"
+    )
+    ap.add_argument("--base", type=Path, default=None, help="load this base.pt instead of training one")
     ap.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
     ap.add_argument("--passes", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64, help="fitness images per SNES iteration")
@@ -138,7 +158,13 @@ def main() -> None:
     xva, yva = prep(x_train[val_idx]), torch.from_numpy(y_train[val_idx].astype(np.int64))
     xte, yte = prep(x_test), torch.from_numpy(y_test.astype(np.int64))
 
-    base, base_time = train_base(xtr, ytr, args)
+    if args.base is not None:
+        base, base_time = MnistCNN().eval(), 0.0
+        base.load_state_dict(torch.load(args.base, weights_only=True))
+    else:
+        base, base_time = train_base(xtr, ytr, args)
+    if args.recalibrate_bn:
+        base = recalibrate_bn(base, xtr)
     torch.save(base.state_dict(), args.out / "base.pt")
     base_state = {k: v.clone() for k, v in base.state_dict().items()}
     steer = [s.strip() for s in args.steer.split(",")] if args.steer else None
@@ -183,6 +209,7 @@ def main() -> None:
     net.search.mu.copy_(best["mu"])
     test_base = accuracy(base, xte, yte)
     test_das = accuracy(net, xte, yte)
+    test_recal = accuracy(recalibrate_bn(base, xtr), xte, yte)
     speed = time_population(net, xtr[: args.batch], ytr[: args.batch])
     from visattn.viz.gains import dasnet_report
 
@@ -198,6 +225,7 @@ def main() -> None:
         "sigma0": args.sigma0,
         "steer": net.steer,
         "base_epochs": args.base_epochs,
+        "recalibrate_bn": args.recalibrate_bn,
         "base_train_s": base_time,
         "search_iterations": it,
         "search_s": search_time,
@@ -209,6 +237,7 @@ def main() -> None:
         "test_images": len(xte),
         "base_test_top1": test_base,
         "dasnet_test_top1": test_das,
+        "bn_recalibrated_base_test_top1": test_recal,
         "base_weights_unchanged": unchanged,
         "speed": speed,
         "history": history,
