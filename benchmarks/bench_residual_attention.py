@@ -12,8 +12,8 @@ Sections (``--what``):
   ``attention92_cifar`` vs visattn's ``resnet56``.
 * ``ablation``: attention residual learning vs naive attention at two depths (Attention-56/92, CIFAR
   layout) and the three mask activations (Attention-56), on a Fashion-MNIST subset, a fixed small budget,
-  3 seeds; the checkpoint is chosen on a validation split carved from the training set; the test split is
-  evaluated once at the chosen checkpoint.
+  3 seeds; BN statistics re-estimated on training batches at the end of each epoch; the epoch is chosen
+  on a validation split carved from the training set; the test subset is evaluated once, at that epoch.
 
 Usage::
 
@@ -174,6 +174,25 @@ def _accuracy(net, x, y, batch: int = 500) -> float:
     return correct / len(x)
 
 
+def _recalibrate_bn(net: torch.nn.Module, x: torch.Tensor, batch: int = 128, batches: int = 8) -> None:
+    """Re-estimate BN running statistics as exact averages over ``batches`` training batches.
+
+    After a few dozen steps the running averages (momentum 0.1) still remember the random initial
+    network, so an eval-mode model scores at chance; this is the usual fix for short runs.
+    """
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    net.train()
+    with torch.no_grad():
+        for i in range(0, min(len(x), batch * batches), batch):
+            net(x[i : i + batch])
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+
+
 def ablation(
     data: Path, size: int, n_train: int, n_val: int, n_test: int, epochs: int, seeds: list[int]
 ) -> list[dict]:
@@ -211,6 +230,7 @@ def ablation(
                     F.cross_entropy(net(xtr[idx]), ytr[idx]).backward()
                     opt.step()
                     sched.step()
+                _recalibrate_bn(net, xtr)
                 val = _accuracy(net, xva, yva)
                 if val > best:
                     best, best_state = val, {k: v.clone() for k, v in net.state_dict().items()}

@@ -193,3 +193,20 @@ def test_float64_gradcheck_of_the_whole_module():
     m = ResidualAttentionModule(4, skip_levels=1, mask="spatial").double().eval()
     x = torch.randn(1, 4, 5, 6, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(m, (x,), eps=1e-6, atol=1e-4)
+
+
+def test_upsampling_and_pooling_helpers_match_torch():
+    from visattn.attention.residual import _maxpool, _upsample
+
+    torch.manual_seed(0)
+    for shape, size in [
+        ((2, 3, 5, 7), (9, 13)),
+        ((1, 4, 7, 7), (14, 14)),
+        ((1, 2, 1, 1), (3, 2)),
+        ((1, 2, 8, 6), (8, 6)),
+    ]:
+        x = torch.randn(*shape)
+        ref = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        torch.testing.assert_close(_upsample(x, size), ref)
+        assert torch.equal(_maxpool(x), torch.nn.functional.max_pool2d(x, 3, 2, 1))
+        assert _maxpool(x).is_contiguous()
