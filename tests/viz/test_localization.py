@@ -38,6 +38,15 @@ def test_pointing_game_peak_inside_scores_one_outside_zero(row, col, hit):
     assert pointing_game(m, BOX).tolist() == [hit]
 
 
+def test_pointing_game_ties_point_at_their_centroid():
+    flat = torch.ones(2, 10, 12)
+    centre = torch.tensor([[5, 4, 7, 6], [0, 0, 3, 3]])  # holds pixel (row 5, col 6) / the top-left corner
+    assert pointing_game(flat, centre).tolist() == [True, False]
+    two = torch.zeros(1, 10, 12)
+    two[0, 3, 4] = two[0, 3, 8] = 1.0  # two equal peaks: centroid (3, 6)
+    assert pointing_game(two, torch.tensor([[6, 3, 7, 4]])).tolist() == [True]
+
+
 def test_pointing_game_tolerance():
     m = torch.zeros(1, 10, 12)
     m[0, 6, 9] = 1.0  # one pixel diagonally outside the box

@@ -3,8 +3,9 @@
 Two scores of a non-negative heat map ``A (B, H, W)`` on the input against the object's box:
 
 * **pointing game** (Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016,
-  sec. 5.1): a hit when the map's maximum lies inside the box (ties: the first maximum in
-  row-major order); the score is the share of hits. Zhang et al. allow a 15-pixel tolerance on
+  sec. 5.1): a hit when the map's maximum lies inside the box; when several pixels share the
+  maximum (a flat map, a warp grid's even density) the point is the rounded centroid of those
+  pixels, so ties do not favour the top-left corner; the score is the share of hits. Zhang et al. allow a 15-pixel tolerance on
   224-pixel images; ``tolerance`` (pixels) grows the box by that much, default 0.
 * **attention mass in the box**: ``sum_{p in box} A_p / sum_p A_p``; a uniform map scores the
   box's share of the image, reported as the ``uniform`` reference.
@@ -86,14 +87,21 @@ def box_mask(boxes: torch.Tensor, size: int | tuple[int, int], *, tolerance: int
 def pointing_game(maps: torch.Tensor, boxes: torch.Tensor, *, tolerance: int = 0) -> torch.Tensor:
     """Per image, whether the map's maximum is inside the box: ``(B, H, W), (B, 4) -> (B,)`` bool.
 
+    Tied maxima count at their rounded centroid (a flat map points at the image centre).
+
     >>> m = torch.zeros(2, 8, 8); m[0, 2, 3] = 1; m[1, 7, 7] = 1
     >>> pointing_game(m, torch.tensor([[2, 1, 5, 4], [2, 1, 5, 4]])).tolist()
     [True, False]
     """
     _check_maps_boxes(maps, boxes)
     inside = box_mask(boxes, tuple(maps.shape[-2:]), tolerance=tolerance)
-    peak = maps.flatten(1).argmax(1)
-    return inside.flatten(1).gather(1, peak[:, None])[:, 0]
+    h, w = maps.shape[-2:]
+    flat = maps.float().flatten(1)
+    top = (flat >= flat.amax(1, keepdim=True)).float()  # the maximum's pixels (ties included)
+    pos = torch.arange(h * w, device=maps.device)
+    row = ((top * (pos // w)).sum(1) / top.sum(1)).round().long()
+    col = ((top * (pos % w)).sum(1) / top.sum(1)).round().long()
+    return inside[torch.arange(maps.shape[0], device=maps.device), row, col]
 
 
 def mass_in_box(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

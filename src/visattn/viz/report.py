@@ -31,7 +31,7 @@ import torch
 
 from visattn._validate import check_positive, check_type
 
-__all__ = ["RunRecord", "load_run", "write_report"]
+__all__ = ["RunRecord", "load_run", "load_run_model", "fixed_test_batch", "write_report"]
 
 _CSS = """
 body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1150px;color:#222}
@@ -189,8 +189,15 @@ class _DataCache:
         return self._splits[key]
 
 
-def _test_batch(splits: Any, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``n`` evenly spaced test images (normalised), labels, indices and boxes (if the data has them)."""
+def fixed_test_batch(
+    splits: Any, n: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A fixed test batch: ``n`` evenly spaced test images of a ``DatasetSplits``.
+
+    Returns ``x (n, C, H, W)`` normalised with the dataset's mean/std (the evaluation transform),
+    labels ``(n,)``, the test indices ``(n,)`` and the boxes ``(n, 4)`` when the dataset has
+    ``extras["test_boxes"]`` (else ``None``). The same indices for every run on the same data.
+    """
     from visattn.data import BatchTransform
     from visattn.data.transforms import pil_transform
 
@@ -207,8 +214,12 @@ def _test_batch(splits: Any, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.
     return x, y, idx, None if boxes is None else torch.as_tensor(boxes)[idx]
 
 
-def _build(run: RunRecord, splits: Any) -> torch.nn.Module:
-    """The run's model with its best weights (no ``visattn.train`` import: viz reads models only)."""
+def load_run_model(run: RunRecord, splits: Any) -> torch.nn.Module:
+    """Build the run's model (``config.yaml``: model, model_kwargs, retrofit) and load ``best.pt`` strictly.
+
+    ``splits`` gives ``num_classes`` and ``in_chans``. Returned in ``eval()`` mode. Written without
+    ``visattn.train`` (viz reads models, not the engine).
+    """
     import visattn
     from visattn.models import create_model
 
@@ -242,8 +253,8 @@ def _run_section(
     )
     try:
         splits = cache.splits(run.config)
-        model = _build(run, splits)
-        x, y, idx, boxes = _test_batch(splits, max(images, class_images))
+        model = load_run_model(run, splits)
+        x, y, idx, boxes = fixed_test_batch(splits, max(images, class_images))
         views = attention_views(model, x, labels=y, class_names=splits.class_names, boxes=boxes, show=images)
     except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, ImportError) as e:
         msg = f"attention views unavailable: {type(e).__name__}: {e}"
@@ -257,7 +268,7 @@ def _run_section(
         )
     loc_rows: list[list[Any]] = []
     if boxes is not None:
-        xl, yl, _, bl = _test_batch(splits, loc_images)
+        xl, yl, _, bl = fixed_test_batch(splits, loc_images)
         scores = localization_scores(model, xl, bl, labels=yl) if bl is not None else []
         loc_rows += [[run.name, r["method"], r["pointing"], r["mass"], r["n"]] for r in scores]
     return "".join(parts), loc_rows
