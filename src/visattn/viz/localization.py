@@ -94,7 +94,7 @@ def pointing_game(maps: torch.Tensor, boxes: torch.Tensor, *, tolerance: int = 0
     [True, False]
     """
     _check_maps_boxes(maps, boxes)
-    inside = box_mask(boxes, tuple(maps.shape[-2:]), tolerance=tolerance)
+    inside = box_mask(boxes, (maps.shape[-2], maps.shape[-1]), tolerance=tolerance)
     h, w = maps.shape[-2:]
     flat = maps.float().flatten(1)
     top = (flat >= flat.amax(1, keepdim=True)).float()  # the maximum's pixels (ties included)
@@ -116,7 +116,7 @@ def mass_in_box(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     _check_maps_boxes(maps, boxes)
     a = maps.float().clamp_min(0).flatten(1)
     a = torch.where(a.sum(1, keepdim=True) > 0, a, torch.ones_like(a))
-    inside = box_mask(boxes, tuple(maps.shape[-2:])).flatten(1)
+    inside = box_mask(boxes, (maps.shape[-2], maps.shape[-1])).flatten(1)
     return (a * inside).sum(1) / a.sum(1)
 
 

@@ -181,11 +181,12 @@ def overlay_grid(
     box_list = _boxes_px(boxes, b)
     for j in range(b):
         base = to_display(images[j])
-        for i, (label, m) in enumerate([("input", None), *maps.items()]):
+        entries: list[tuple[str, torch.Tensor | None]] = [("input", None), *maps.items()]
+        for i, (label, heat) in enumerate(entries):
             ax = axes[i, j]
             ax.imshow(base, cmap="gray", interpolation="nearest")
-            if m is not None:
-                hm = m[j].detach().float().cpu().clamp_min(0)
+            if heat is not None:
+                hm = heat[j].detach().float().cpu().clamp_min(0)
                 ax.imshow((hm / hm.max().clamp_min(1e-12)).numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1)
             bx = box_list[j]
             if bx is not None:
