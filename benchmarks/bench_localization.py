@@ -106,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = _train(name, args, out)
         model = load_run_model(load_run(out / name), splits)
         with torch.no_grad():
-            out = model(x)
-        top1 = 100 * float(((out["logits"] if isinstance(out, dict) else out).argmax(1) == y).float().mean())
+            pred = model(x)
+        logits = pred["logits"] if isinstance(pred, dict) else pred
+        top1 = 100 * float((logits.argmax(1) == y).float().mean())
         t0 = time.perf_counter()
         scores = localization_scores(model, x, boxes, labels=y)
         print(f"{name}: scored {len(x)} images in {time.perf_counter() - t0:.0f} s", flush=True)
