@@ -26,6 +26,7 @@ TAP_KINDS = ("spatial", "channel", "warp", "location", "gains")
 class AttentionTap(nn.Identity):
     """Identity module that marks a tensor as attention of a given ``kind``.
 
+    >>> import torch
     >>> tap = AttentionTap("channel")
     >>> tap(torch.ones(2, 4)).shape
     torch.Size([2, 4])

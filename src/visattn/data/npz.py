@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +131,8 @@ def load_npz_arrays(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise FileNotFoundError(f"npz file {str(path)!r} does not exist")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"npz file {str(path)!r} cannot be read as .npz: {err}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"npz file {str(path)!r} cannot be read as .npz (truncated or not a zip): {err}") from None
     with data:
         keys = set(data.files)
         out: dict[str, Any] = {}

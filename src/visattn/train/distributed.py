@@ -9,6 +9,7 @@ below are no-ops. Nothing here is home-made communication.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +54,25 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+        if restart > 0 and "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ:
+            # After ``torchrun --max-restarts`` restarts the workers, the agent's store still
+            # holds the previous round's process-group keys (each rank's address); with the
+            # default prefix the new workers read them and fail to connect. A prefix per
+            # restart round keeps the rounds apart.
+            agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+            base = dist.TCPStore(
+                os.environ["MASTER_ADDR"],
+                int(os.environ["MASTER_PORT"]),
+                world,
+                is_master=rank == 0 and not agent_store,
+                timeout=timedelta(minutes=10),
+            )
+            store = dist.PrefixStore(f"visattn_restart{restart}", base)
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
+        else:
+            dist.init_process_group(backend=backend)
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
