@@ -156,7 +156,9 @@ def test_torchrun_restarts_a_killed_worker_and_the_run_resumes(tmp_path, fmnist_
     ref_run = tmp_path / "ref"
     ref_cmd = [a if a != str(run) else str(ref_run) for a in cmd]
     ref_cmd[ref_cmd.index("--rdzv-endpoint") + 1] = f"127.0.0.1:{_free_port()}"
-    ref = subprocess.run(ref_cmd, env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
+    ref = subprocess.run(
+        ref_cmd, env=env, capture_output=True, text=True, timeout=300, start_new_session=True
+    )
     assert ref.returncode == 0, ref.stdout[-3000:]
     want = safe_load(ref_run / "last.pt")["model"]
     for k, v in want.items():

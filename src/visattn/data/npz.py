@@ -132,7 +132,9 @@ def load_npz_arrays(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"npz file {str(path)!r} cannot be read as .npz (truncated or not a zip): {err}") from None
+        raise ValueError(
+            f"npz file {str(path)!r} cannot be read as .npz (truncated or not a zip): {err}"
+        ) from None
     with data:
         keys = set(data.files)
         out: dict[str, Any] = {}

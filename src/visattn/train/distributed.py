@@ -9,8 +9,8 @@ below are no-ops. Nothing here is home-made communication.
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
