@@ -71,6 +71,7 @@ class TrainConfig:
     log_every: int = 20
     progress: bool = True
     tensorboard: bool = False
+    tb_images_every: int = 0
     test_at_end: bool = True
 
     def __post_init__(self) -> None:
@@ -97,6 +98,11 @@ class TrainConfig:
         check_positive(self.retrofit_warmup_epochs, "retrofit_warmup_epochs", integer=True, allow_zero=True)
         check_positive(self.num_workers, "num_workers", integer=True, allow_zero=True)
         check_positive(self.log_every, "log_every", integer=True)
+        check_positive(self.tb_images_every, "tb_images_every", integer=True, allow_zero=True)
+        if self.tb_images_every and not self.tensorboard:
+            raise ValueError(
+                f"tb_images_every={self.tb_images_every} needs tensorboard=true, got tensorboard=false"
+            )
         for opt in ("limit_train", "max_steps_per_epoch"):
             if getattr(self, opt) is not None:
                 check_positive(getattr(self, opt), opt, integer=True)

@@ -26,6 +26,7 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
+    process_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -34,7 +35,8 @@ class DistInfo:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """True when a process group runs (any ``torchrun`` launch, even of one process)."""
+        return self.world_size > 1 or self.process_group
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
@@ -53,7 +55,10 @@ def init_distributed(device: str = "auto") -> DistInfo:
             dev = torch.device(f"cuda:{local}")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
+    # torchrun sets TORCHELASTIC_RUN_ID: then DDP runs even with one process (one GPU gives a
+    # real NCCL process group, the same code path as eight).
+    launched = world > 1 or ("TORCHELASTIC_RUN_ID" in os.environ and "MASTER_ADDR" in os.environ)
+    if launched and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
         if restart > 0 and "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ:
@@ -73,7 +78,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
             dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
         else:
             dist.init_process_group(backend=backend)
-    return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+    return DistInfo(
+        rank=rank, world_size=world, local_rank=local, device=dev, process_group=dist.is_initialized()
+    )
 
 
 def cleanup_distributed() -> None:

@@ -159,6 +159,7 @@ class Trainer:
         self.best_top1 = -math.inf
         self.global_step = 0
         self.tb: Any = None
+        self.tb_images: Any = None
         if cfg.resume:
             self._resume()
 
@@ -431,6 +432,8 @@ class Trainer:
             n_img += y.shape[0]
             n_steps += 1
             self.global_step += 1
+            if self.tb_images is not None:
+                self.tb_images.maybe_log(self.tb, self.model, self.global_step)
             if bar is not None:
                 bar.update(1)
                 if i % self.cfg.log_every == 0:
@@ -449,6 +452,18 @@ class Trainer:
         out["train_time_s"] = elapsed
         return out
 
+    def _attention_image_logger(self) -> Any:
+        """A fixed batch (the first validation images, else test images) for TensorBoard attention views."""
+        from visattn.train.tb_images import AttentionImageLogger
+
+        loader = self.val_loader if self.val_loader is not None else self.test_loader
+        x, y = next(iter(loader))
+        x, y = x[:8], y[:8]
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        names = getattr(self.splits, "class_names", None)
+        return AttentionImageLogger(x, y, every=self.cfg.tb_images_every, class_names=names)
+
     def run(self, *, stop_after: int | None = None) -> dict[str, Any]:
         """Train from ``start_epoch`` to ``cfg.epochs``; return the summary (also ``summary.json``).
 
@@ -463,6 +478,8 @@ class Trainer:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(self.out / "tb"))
+                if cfg.tb_images_every:
+                    self.tb_images = self._attention_image_logger()
         try:
             while self.start_epoch < cfg.epochs:
                 if cfg.retrofit and cfg.retrofit_warmup_epochs:
