@@ -457,6 +457,8 @@ class Trainer:
         from visattn.train.tb_images import AttentionImageLogger
 
         loader = self.val_loader if self.val_loader is not None else self.test_loader
+        if loader is None:
+            raise ValueError("tb_images_every needs validation or test images; this dataset has neither")
         x, y = next(iter(loader))
         x, y = x[:8], y[:8]
         if self.cfg.channels_last:
