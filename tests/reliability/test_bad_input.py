@@ -288,9 +288,20 @@ def _truncated(path: Path) -> Path:
     return good
 
 
+def _corrupt_member(path: Path) -> Path:
+    """A whole zip whose first member's bytes were changed: its CRC no longer matches."""
+    good = _npz(path)
+    data = bytearray(good.read_bytes())
+    start = data.index(b"\x93NUMPY") + 200  # inside x_train's pixel bytes (stored uncompressed)
+    data[start : start + 50] = bytes(255 - b for b in data[start : start + 50])
+    good.write_bytes(bytes(data))
+    return good
+
+
 DATA_FILE_CASES: list[tuple[str, Callable[[Path], Path], type, tuple]] = [
     ("missing file", lambda d: d / "nope.npz", FileNotFoundError, ("nope.npz",)),
     ("truncated file", lambda d: _truncated(d / "t.npz"), ValueError, ("t.npz",)),
+    ("corrupt member (bad CRC)", lambda d: _corrupt_member(d / "c.npz"), ValueError, ("c.npz", "corrupt")),
     (
         "not an npz",
         lambda d: (d / "r.npz").write_bytes(b"\x00garbage" * 50) and d / "r.npz",

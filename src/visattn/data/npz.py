@@ -135,34 +135,43 @@ def load_npz_arrays(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(
             f"npz file {str(path)!r} cannot be read as .npz (truncated or not a zip): {err}"
         ) from None
-    with data:
-        keys = set(data.files)
-        out: dict[str, Any] = {}
-        for split in ("train", "test"):
-            xk, yk = f"x_{split}", f"y_{split}"
-            where_x = f"npz file {str(path)!r}, key {xk!r}"
-            if xk in keys:
-                x = images_to_nchw(data[xk], where=where_x)
-            elif f"{split}_jpeg" in keys and f"{split}_offsets" in keys:
-                where_x = f"npz file {str(path)!r}, key '{split}_jpeg'"
-                decoded = _decode_jpegs(data[f"{split}_jpeg"], data[f"{split}_offsets"], where=where_x)
-                x = images_to_nchw(decoded, where=where_x)
-            else:
-                raise ValueError(
-                    f"npz file {str(path)!r} has no key {xk!r}; expected keys {list(_KEYS)}, found {sorted(keys)}"
-                )
-            if yk not in keys:
-                raise ValueError(
-                    f"npz file {str(path)!r} has no key {yk!r}; expected keys {list(_KEYS)}, found {sorted(keys)}"
-                )
-            out[xk] = x
-            out[yk] = labels_to_int64(data[yk], x.shape[0], where=f"npz file {str(path)!r}, key {yk!r}")
-        if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
+    try:
+        with data:
+            out = _read_npz_members(data, path)
+    except (zipfile.BadZipFile, EOFError, OSError) as err:  # a member cut off or with a bad CRC
+        raise ValueError(f"npz file {str(path)!r} is corrupt (a member cannot be read): {err}") from None
+    return out
+
+
+def _read_npz_members(data: Any, path: Path) -> dict[str, Any]:
+    """The checked arrays of an open npz file (see :func:`load_npz_arrays`)."""
+    keys = set(data.files)
+    out: dict[str, Any] = {}
+    for split in ("train", "test"):
+        xk, yk = f"x_{split}", f"y_{split}"
+        where_x = f"npz file {str(path)!r}, key {xk!r}"
+        if xk in keys:
+            x = images_to_nchw(data[xk], where=where_x)
+        elif f"{split}_jpeg" in keys and f"{split}_offsets" in keys:
+            where_x = f"npz file {str(path)!r}, key '{split}_jpeg'"
+            decoded = _decode_jpegs(data[f"{split}_jpeg"], data[f"{split}_offsets"], where=where_x)
+            x = images_to_nchw(decoded, where=where_x)
+        else:
             raise ValueError(
-                f"npz file {str(path)!r}: x_train images are {tuple(out['x_train'].shape[1:])} (C, H, W) but "
-                f"x_test images are {tuple(out['x_test'].shape[1:])}; expected the same shape"
+                f"npz file {str(path)!r} has no key {xk!r}; expected keys {list(_KEYS)}, found {sorted(keys)}"
             )
-        out["class_names"] = [str(c) for c in data["class_names"].tolist()] if "class_names" in keys else None
+        if yk not in keys:
+            raise ValueError(
+                f"npz file {str(path)!r} has no key {yk!r}; expected keys {list(_KEYS)}, found {sorted(keys)}"
+            )
+        out[xk] = x
+        out[yk] = labels_to_int64(data[yk], x.shape[0], where=f"npz file {str(path)!r}, key {yk!r}")
+    if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
+        raise ValueError(
+            f"npz file {str(path)!r}: x_train images are {tuple(out['x_train'].shape[1:])} (C, H, W) but "
+            f"x_test images are {tuple(out['x_test'].shape[1:])}; expected the same shape"
+        )
+    out["class_names"] = [str(c) for c in data["class_names"].tolist()] if "class_names" in keys else None
     return out
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -359,6 +360,10 @@ def attention_views(
                 rows["Grad-CAM"] = gradcam(model, xs, targets=y[:show])
             except ValueError:  # a forward without autograd (dasNet): no Grad-CAM row
                 pass
+            except ImportError:  # the optional ``grad-cam`` package (extra ``viz``) is missing
+                warnings.warn(
+                    "Grad-CAM views need the grad-cam package: pip install 'visattn[viz]'", stacklevel=2
+                )
         if rows:
             fig = overlay_grid(xs.cpu(), rows, boxes=None if boxes is None else boxes[:show], titles=titles)
             views.append(
