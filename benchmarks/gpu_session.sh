@@ -7,13 +7,13 @@
 #     against eager, retrofit identity on the GPU; then the NCCL/DDP check under torchrun;
 #  3. the engine through the CLI on CUDA: AMP + channels_last + compile + TensorBoard images,
 #     torchrun DDP (NCCL) with SyncBatchNorm and a resume, the RAM and dasNet trainers, `visattn eval`.
-# Usage: OUT=dir CIFAR=path/to/cifar10.npz [EPOCHS=30] [ACC_EXTRA="--set key=value ..."] bash benchmarks/gpu_session.sh
+# Usage: OUT=dir CIFAR=path/to/cifar10.npz [EPOCHS=25] [ACC_EXTRA="--set key=value ..."] bash benchmarks/gpu_session.sh
 # Results: $OUT/session.log, gpu_checks.json, ddp_check.json, accuracy.json, runs.tar.gz
 set -u
 OUT=${OUT:-gpu_out}
 CIFAR=${CIFAR:-.gpu_data/cifar10_jpeg.npz}
-EPOCHS=${EPOCHS:-30}
-ACC_LIMIT=${ACC_LIMIT:-430}
+EPOCHS=${EPOCHS:-25}
+ACC_LIMIT=${ACC_LIMIT:-400}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -26,7 +26,7 @@ $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvisio
 # 1. accuracy runs (background)
 for seed in 0 1 2; do
   for m in resnet20 se_resnet20; do
-    timeout "$ACC_LIMIT" $PY -m visattn train --model $m --data cifar10 --data-dir "$CIFAR" --epochs "$EPOCHS" \
+    OMP_NUM_THREADS=2 timeout "$ACC_LIMIT" $PY -m visattn train --model $m --data cifar10 --data-dir "$CIFAR" --epochs "$EPOCHS" \
       --batch-size 128 --lr 0.1 --seed $seed --out "$R/acc/${m}_s$seed" --set amp=true --set channels_last=true \
       --set num_workers=2 --set progress=false --set warmup_epochs=1 ${ACC_EXTRA:-} > "$R/acc/${m}_s$seed.log" 2>&1 &
   done
@@ -52,7 +52,7 @@ run ram $PY -m visattn train --model ram "${C[@]}" --epochs 2 --out "$R/ram"
 run dasnet $PY -m visattn train --model dasnet --base "$R/ddp_nccl/best.pt" "${C[@]}" --epochs 1 --out "$R/dasnet"
 run dasnet_eval $PY -m visattn eval --weights "$R/dasnet/best.pt" --data npz --data-dir $S
 run attention56_cifar $PY -m visattn train --model attention56_cifar --data cifar10 --data-dir "$CIFAR" --epochs 1 \
-  --out "$R/attention56_cifar" --set max_steps_per_epoch=60 --set amp=true --set channels_last=true --set compile=true \
+  --out "$R/attention56_cifar" --set max_steps_per_epoch=60 --set amp=true --set channels_last=true \
   --set progress=false --set num_workers=4 --set test_at_end=false
 
 # 4. wait for the accuracy runs, collate

@@ -96,3 +96,19 @@ def test_help_is_available(capsys):
         main(["train", "--help"])
     assert e.value.code == 0
     assert "--set" in capsys.readouterr().out
+
+
+def test_eval_of_dasnet_reports_its_base_on_the_same_images(tmp_path, fmnist_small, capsys):
+    base = tmp_path / "base"
+    assert main(_train_args(fmnist_small, base)) == 0
+    das = tmp_path / "das"
+    args = _train_args(fmnist_small, das, "--set", "limit_train=64")
+    args[args.index("mnist_cnn")] = "dasnet"
+    assert main([*args, "--base", str(base / "best.pt")]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--weights", str(das / "best.pt")]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    base_summary = json.loads((base / "summary.json").read_text())
+    assert res["model"] == "dasnet" and res["n"] == 300
+    assert res["base_top1"] == pytest.approx(base_summary["test_top1"])  # the frozen base, same test images
+    assert res["top1_minus_base"] == pytest.approx(res["top1"] - res["base_top1"])

@@ -236,8 +236,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--split {args.split}: this run has no {args.split} split")
     import torch
 
-    res = evaluate(net, loader, torch.device("cpu"))
-    print(json.dumps({"model": cfg.model, "data": cfg.data, "split": args.split, **res}))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net.to(device)
+    res = evaluate(net, loader, device)
+    out = {"model": cfg.model, "data": cfg.data, "split": args.split, **res}
+    base = getattr(net, "base", None)
+    if isinstance(base, torch.nn.Module):  # a feedback model (dasNet): its frozen base on the same images
+        base_res = evaluate(base, loader, device)
+        out.update({f"base_{k}": v for k, v in base_res.items() if k != "n"})
+        out["top1_minus_base"] = res["top1"] - base_res["top1"]
+    print(json.dumps(out))
     return 0
 
 
