@@ -24,11 +24,13 @@ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name())"
 
 # 1. accuracy runs (background)
+acc_pids=()
 for seed in 0 1 2; do
   for m in resnet20 se_resnet20; do
     OMP_NUM_THREADS=2 timeout "$ACC_LIMIT" $PY -m visattn train --model $m --data cifar10 --data-dir "$CIFAR" --epochs "$EPOCHS" \
       --batch-size 128 --lr 0.1 --seed $seed --out "$R/acc/${m}_s$seed" --set amp=true --set channels_last=true \
       --set num_workers=2 --set progress=false --set warmup_epochs=1 ${ACC_EXTRA:-} > "$R/acc/${m}_s$seed.log" 2>&1 &
+    acc_pids+=($!)
   done
 done
 
@@ -48,6 +50,7 @@ run ddp_nccl $PY -m torch.distributed.run --nproc-per-node 1 --master-addr 127.0
   --model mnist_cnn "${C[@]}" --epochs 2 --out "$R/ddp_nccl" --set sync_bn=true --set amp=true
 run ddp_nccl_resume $PY -m torch.distributed.run --nproc-per-node 1 --master-addr 127.0.0.1 --master-port 29613 -m visattn train \
   --model mnist_cnn "${C[@]}" --epochs 3 --resume --out "$R/ddp_nccl" --set sync_bn=true --set amp=true
+run gpu_pytest $PY -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider
 run ram $PY -m visattn train --model ram "${C[@]}" --epochs 2 --out "$R/ram"
 run dasnet $PY -m visattn train --model dasnet --base "$R/ddp_nccl/best.pt" "${C[@]}" --epochs 1 --out "$R/dasnet"
 run dasnet_eval $PY -m visattn eval --weights "$R/dasnet/best.pt" --data npz --data-dir $S
@@ -55,8 +58,8 @@ run attention56_cifar $PY -m visattn train --model attention56_cifar --data cifa
   --out "$R/attention56_cifar" --set max_steps_per_epoch=60 --set amp=true --set channels_last=true \
   --set progress=false --set num_workers=4 --set test_at_end=false
 
-# 4. wait for the accuracy runs, collate
-wait
+# 4. wait for the accuracy runs (by pid: a bare `wait` would also wait for the `tee` above), collate
+wait "${acc_pids[@]}"
 $PY - "$R/acc" "$OUT/accuracy.json" <<'PYEOF'
 import json, sys, pathlib
 root, rows = pathlib.Path(sys.argv[1]), []

@@ -151,13 +151,19 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
-    """Restore RNGs from ``capture_rng``'s snapshot."""
-    torch.set_rng_state(state["torch"])
+    """Restore RNGs from ``capture_rng``'s snapshot.
+
+    The snapshot may have been loaded with ``map_location`` onto a GPU; RNG states must be CPU byte
+    tensors, so they are moved back first. CUDA states are restored for the devices present (a run
+    saved with 8 visible GPUs resumes on fewer).
+    """
+    torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
     np.random.set_state(
-        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+        ("MT19937", n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
     )
     py: Any = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for i, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), i)
