@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: install demo test lint typecheck pytest clean
 
@@ -25,6 +26,15 @@ $(FMNIST):
 		echo "note: $(FMNIST) is missing; run 'sudo apt-get install dataset-fashion-mnist' for the demo"; \
 	fi
 
+# Headless Chromium (Debian's package) for the HTML report's browser test.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq chromium || \
+		 (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null; \
+	else \
+		echo "note: $(CHROMIUM) is missing; run 'sudo apt-get install chromium' for the report test"; \
+	fi
+
 install: $(VENV)/.installed $(FMNIST)
 
 demo: install
@@ -37,7 +47,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install $(CHROMIUM)
 	$(BIN)/pytest -n 2 -m "not gpu" -q
 
 test: lint typecheck pytest
