@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget",
         choices=["tiny", "short"],
         default="short",
-        help="tiny: seconds (smoke test); short: about 10 minutes on 2 CPU cores",
+        help="tiny: seconds (smoke test); short: about 6 minutes on 2 idle CPU cores",
     )
 
     rp = sub.add_parser("report", help="one self-contained HTML page comparing run folders")

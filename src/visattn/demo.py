@@ -3,7 +3,7 @@
 Every run uses the same data (Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package, or
 ``--data-dir``), the same validation split carved from the training set (seed 0), selection of
 the checkpoint on validation top-1, and one evaluation of the selected weights on the test set.
-The ``short`` budget takes about 10 minutes on 2 CPU cores; ``tiny`` only checks the pipeline.
+The ``short`` budget takes about 6 minutes on 2 idle CPU cores (measured: docs/results/demo.md); ``tiny`` only checks the pipeline.
 Models that are not registered (a mechanism not installed) are left out and said so.
 """
 
