@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -105,12 +104,6 @@ def test_bad_image_size_is_refused_before_training(tmp_path, fmnist_small):
         Trainer(_cfg(tmp_path, fmnist_small, model="resnet18"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_torchrun_matches_one_process(tmp_path, fmnist_small):
     common = [
@@ -148,10 +141,9 @@ def test_two_process_torchrun_matches_one_process(tmp_path, fmnist_small):
         "torch.distributed.run",
         "--nproc-per-node",
         "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(_free_port()),
+        # --standalone: torchrun's own store on a port the OS picks, so concurrent tests cannot race
+        # for a port chosen in advance
+        "--standalone",
         "-m",
         "visattn",
         "train",
@@ -186,3 +178,40 @@ def test_retrofit_fine_tuning_trains_only_the_inserted_attention_first(tmp_path,
     tr.run()
     final = safe_load(tmp_path / "run" / "last.pt")["model"]
     assert not torch.equal(final["stage1.conv.weight"], base["stage1.conv.weight"])
+
+
+def test_starting_weights_compete_for_best_when_fine_tuning(tmp_path, fmnist_small):
+    fit(_cfg(tmp_path / "base", fmnist_small, epochs=1, val_fraction=0.2))
+    base_w = tmp_path / "base" / "run" / "best.pt"
+    base_val = safe_load(base_w)["val_top1"]
+    # a learning rate that wrecks the network: the starting weights must stay the selected ones
+    cfg = _cfg(
+        tmp_path, fmnist_small, epochs=1, weights=str(base_w), lr=50.0, val_fraction=0.2, nonfinite="skip"
+    )
+    tr = Trainer(cfg)
+    summary = tr.run()
+    assert summary["initial_val_top1"] == pytest.approx(base_val)
+    best = safe_load(tmp_path / "run" / "best.pt")
+    assert best["epoch"] == 0 and best["val_top1"] == pytest.approx(base_val)
+    assert summary["history"][0]["val_top1"] < base_val
+    for k, v in safe_load(base_w)["model"].items():
+        torch.testing.assert_close(best["model"][k], v, rtol=0, atol=0, msg=k)
+    # off by choice: the first epoch is the best by definition
+    off = Trainer(_cfg(tmp_path / "off", fmnist_small, epochs=1, weights=str(base_w), select_initial=False))
+    assert off.run()["initial_val_top1"] is None
+    assert safe_load(tmp_path / "off" / "run" / "best.pt")["epoch"] == 1
+
+
+def test_scoring_the_start_does_not_change_the_training(tmp_path, fmnist_small):
+    fit(_cfg(tmp_path / "base", fmnist_small, epochs=1))
+    base_w = str(tmp_path / "base" / "run" / "best.pt")
+    on = Trainer(_cfg(tmp_path / "on", fmnist_small, epochs=1, weights=base_w, augment="default"))
+    on.run()
+    off = Trainer(
+        _cfg(
+            tmp_path / "off", fmnist_small, epochs=1, weights=base_w, augment="default", select_initial=False
+        )
+    )
+    off.run()
+    for k, v in off.model.state_dict().items():
+        torch.testing.assert_close(on.model.state_dict()[k], v, rtol=0, atol=0, msg=k)

@@ -73,6 +73,7 @@ class TrainConfig:
     tensorboard: bool = False
     tb_images_every: int = 0
     test_at_end: bool = True
+    select_initial: bool | None = None
 
     def __post_init__(self) -> None:
         self.validate()

@@ -160,6 +160,7 @@ class Trainer:
         self.global_step = 0
         self.tb: Any = None
         self.tb_images: Any = None
+        self.initial_val_top1: float | None = None
         if cfg.resume:
             self._resume()
 
@@ -452,6 +453,47 @@ class Trainer:
         out["train_time_s"] = elapsed
         return out
 
+    def _select_initial(self) -> bool:
+        """Whether the starting weights compete for ``best.pt`` (``select_initial``; auto: when the run
+        starts from given weights, e.g. fine-tuning or a retrofit, or wraps a frozen ``base``)."""
+        if self.cfg.select_initial is not None:
+            return self.cfg.select_initial
+        return self.cfg.weights is not None or isinstance(getattr(self.model, "base", None), nn.Module)
+
+    def _validate_initial(self) -> None:
+        """Score the starting weights on validation; they are ``best.pt`` (epoch 0) until an epoch beats them.
+
+        Training can make a pretrained network worse; with this, the selected checkpoint is never worse
+        on validation than where the run started. Only ``best.pt`` is written (no ``last.pt``: a run
+        killed before epoch 1 restarts from scratch and repeats this).
+        """
+        cfg = self.cfg
+        assert self.val_loader is not None
+        dev = self.info.device
+        # a DataLoader draws its base seed from the global RNG: fork it, so the training stream is the
+        # same with or without this evaluation
+        with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+            val = evaluate(
+                self.runner if self.uses_optimizer else self.model,
+                self.val_loader,
+                dev,
+                amp=cfg.amp,
+                channels_last=cfg.channels_last,
+            )
+        self.initial_val_top1 = val["top1"]
+        self.best_top1 = val["top1"]
+        if self.info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            state = {
+                "model": self.model.state_dict(),
+                "epoch": 0,
+                "val_top1": self.best_top1,
+                "config": config_to_dict(cfg),
+            }
+            atomic_save(state, self.out / "best.pt")
+            if cfg.progress:
+                print(json.dumps({"epoch": 0, "val_top1": round(val["top1"], 4)}))
+
     def _attention_image_logger(self) -> Any:
         """A fixed batch (the first validation images, else test images) for TensorBoard attention views."""
         from visattn.train.tb_images import AttentionImageLogger
@@ -483,6 +525,8 @@ class Trainer:
                 if cfg.tb_images_every:
                     self.tb_images = self._attention_image_logger()
         try:
+            if self.start_epoch == 0 and self.val_loader is not None and self._select_initial():
+                self._validate_initial()
             while self.start_epoch < cfg.epochs:
                 if cfg.retrofit and cfg.retrofit_warmup_epochs:
                     self._set_inserted_only(self.start_epoch < cfg.retrofit_warmup_epochs)
@@ -530,6 +574,7 @@ class Trainer:
             "epochs": cfg.epochs,
             "params": sum(p.numel() for p in self.model.parameters()),
             "best_val_top1": self.best_top1 if self.val_loader is not None else None,
+            "initial_val_top1": self.initial_val_top1,
             "history": self.history,
             "out": str(self.out),
         }
@@ -552,6 +597,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     """Train ``cfg`` to the end (single process or under ``torchrun``); return the summary."""
     info = init_distributed(cfg.device)
     try:
-        return Trainer(cfg, info=info).run()
+        summary = Trainer(cfg, info=info).run()
+        barrier()  # every rank reaches the end before the group is torn down (a gloo peer closing early can abort)
+        return summary
     finally:
         cleanup_distributed()
