@@ -453,6 +453,17 @@ class Trainer:
         out["train_time_s"] = elapsed
         return out
 
+    def _validate(self) -> dict[str, float]:
+        """Validation metrics of the current weights (through DDP / compile when the optimiser trains)."""
+        assert self.val_loader is not None
+        return evaluate(
+            self.runner if self.uses_optimizer else self.model,
+            self.val_loader,
+            self.info.device,
+            amp=self.cfg.amp,
+            channels_last=self.cfg.channels_last,
+        )
+
     def _select_initial(self) -> bool:
         """Whether the starting weights compete for ``best.pt`` (``select_initial``; auto: when the run
         starts from given weights, e.g. fine-tuning or a retrofit, or wraps a frozen ``base``)."""
@@ -467,19 +478,11 @@ class Trainer:
         on validation than where the run started. Only ``best.pt`` is written (no ``last.pt``: a run
         killed before epoch 1 restarts from scratch and repeats this).
         """
-        cfg = self.cfg
-        assert self.val_loader is not None
-        dev = self.info.device
+        cfg, dev = self.cfg, self.info.device
         # a DataLoader draws its base seed from the global RNG: fork it, so the training stream is the
         # same with or without this evaluation
         with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
-            val = evaluate(
-                self.runner if self.uses_optimizer else self.model,
-                self.val_loader,
-                dev,
-                amp=cfg.amp,
-                channels_last=cfg.channels_last,
-            )
+            val = self._validate()
         self.initial_val_top1 = val["top1"]
         self.best_top1 = val["top1"]
         if self.info.is_main:
@@ -536,13 +539,7 @@ class Trainer:
                 if self.optimizer is not None:
                     row["lr"] = self.optimizer.param_groups[0]["lr"]
                 if self.val_loader is not None:
-                    val = evaluate(
-                        self.runner if self.uses_optimizer else self.model,
-                        self.val_loader,
-                        self.info.device,
-                        amp=cfg.amp,
-                        channels_last=cfg.channels_last,
-                    )
+                    val = self._validate()
                     row.update({f"val_{k}": v for k, v in val.items()})
                     is_best = val["top1"] > self.best_top1
                     self.best_top1 = max(self.best_top1, val["top1"])
