@@ -1,10 +1,14 @@
 """RAM (Mnih et al., NIPS 2014) on CPU: glimpse-sensor and training-step throughput, and a small accuracy run.
 
 ``--part speed``: in one run, on the same random batch (60x60, 12x12 patches, 3 scales, 6 glimpses),
-(a) the batched glimpse sensor (one ``grid_sample`` + one ``avg_pool2d`` per scale) against a
-per-sample loop of the same crops (the public PyTorch RAM's approach: slice each image's patch from
-a zero-padded copy, ``avg_pool2d`` it), and (b) a full RAM training step (forward, hybrid loss,
-backward, Adam) with each sensor. Medians over ``--reps`` repetitions.
+(a) the batched glimpse sensor (box-filter pyramid + one ``grid_sample`` over ``k g^2`` points; see
+``visattn.functional.glimpse``) against a per-sample loop of the same crops (the public PyTorch RAM's
+approach: slice each image's patch from a zero-padded copy, ``avg_pool2d`` it), per call (pyramid
+built in the call) and per episode (``--glimpses`` reads of the same images: the batched sensor
+builds its pyramid once, as ``RecurrentAttention`` does), and the previous batched sensor
+(``extract_glimpses_direct``: every point of every patch, then ``avg_pool2d``); (b) a full RAM
+training step (forward, hybrid loss, backward, Adam) with each sensor. A and B are interleaved in
+every round; medians over ``--reps`` rounds.
 
 ``--part train``: trains ``--model`` (``ram`` or the ``mnist_cnn`` baseline) on a generated task
 (``mnist_translated60`` by default) for ``--steps`` Adam steps, evaluates on a validation split
@@ -33,7 +37,12 @@ import torch.nn.functional as F
 import visattn
 from visattn.attention.glimpse import GlimpseSensor
 from visattn.data import load_dataset
-from visattn.functional.glimpse import extract_glimpses, location_to_pixels
+from visattn.functional.glimpse import (
+    extract_glimpses,
+    extract_glimpses_direct,
+    glimpse_pyramid,
+    location_to_pixels,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -79,34 +88,64 @@ def loop_glimpses(images: torch.Tensor, locations: torch.Tensor, size: int, num_
 class LoopSensor(GlimpseSensor):
     """The same sensor with the per-sample loop (integer-rounded centres), for the speed comparison."""
 
-    def forward(self, x: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
+    def pyramid(self, x: torch.Tensor) -> Any:
+        return None  # the loop build has nothing to share across glimpses
+
+    def forward(self, x: torch.Tensor, locations: torch.Tensor, pyramid: Any = None) -> torch.Tensor:
         return loop_glimpses(x, self.tap(locations), self.size, self.num_scales)
 
 
-def _median_ms(fn: Any, reps: int) -> float:
-    fn()
-    times = []
+def _interleaved_ms(fns: dict[str, Any], reps: int) -> dict[str, float]:
+    """Median ms of each function, the functions called in turn within every round (A B C, A B C, ...)."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
 
 
 def speed(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
-    b = args.batch_size
+    b, t = args.batch_size, args.glimpses
     x = torch.rand(b, 1, 60, 60)
     y = torch.randint(0, 10, (b,))
     # integer pixel centres, so both sensors read exactly the same pixels
-    loc = (torch.randint(0, 61, (b, 2)).float() * 2 / 60 - 1).clamp(-1, 1)
-    torch.testing.assert_close(extract_glimpses(x, loc, size=12, num_scales=3), loop_glimpses(x, loc, 12, 3))
-    res: dict[str, Any] = {"batch": b, "image": "60x60", "patch": 12, "scales": 3, "glimpses": args.glimpses}
-    res["sensor_batched_ms"] = _median_ms(lambda: extract_glimpses(x, loc, size=12, num_scales=3), args.reps)
-    res["sensor_loop_ms"] = _median_ms(lambda: loop_glimpses(x, loc, 12, 3), args.reps)
+    locs = [(torch.randint(0, 61, (b, 2)).float() * 2 / 60 - 1).clamp(-1, 1) for _ in range(t)]
+    opts: dict[str, Any] = {"size": 12, "num_scales": 3}
+    loc = locs[0]
+    torch.testing.assert_close(extract_glimpses(x, loc, **opts), loop_glimpses(x, loc, 12, 3))
+    torch.testing.assert_close(extract_glimpses_direct(x, loc, **opts), loop_glimpses(x, loc, 12, 3))
+    res: dict[str, Any] = {"batch": b, "image": "60x60", "patch": 12, "scales": 3, "glimpses": t}
+
+    def episode_batched() -> None:
+        pyr = glimpse_pyramid(x, **opts)
+        for lo in locs:
+            extract_glimpses(x, lo, pyramid=pyr, **opts)
+
+    def episode_loop() -> None:
+        for lo in locs:
+            loop_glimpses(x, lo, 12, 3)
+
+    with torch.no_grad():
+        ms = _interleaved_ms(
+            {
+                "sensor_batched_ms": lambda: extract_glimpses(x, loc, **opts),
+                "sensor_direct_ms": lambda: extract_glimpses_direct(x, loc, **opts),
+                "sensor_loop_ms": lambda: loop_glimpses(x, loc, 12, 3),
+                "episode_sensor_batched_ms": episode_batched,
+                "episode_sensor_loop_ms": episode_loop,
+            },
+            args.reps,
+        )
+    res.update(ms)
+    steps = {}
     for name in ("batched", "loop"):
         torch.manual_seed(args.seed)
-        model = visattn.create_model("ram", patch_size=12, num_scales=3, num_glimpses=args.glimpses)
+        model = visattn.create_model("ram", patch_size=12, num_scales=3, num_glimpses=t)
         if name == "loop":
             model.sensor = LoopSensor(1, size=12, num_scales=3)
         model.train()
@@ -119,9 +158,13 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
             loss.backward()
             opt.step()
 
-        res[f"train_step_{name}_ms"] = _median_ms(step, args.reps)
+        steps[f"train_step_{name}_ms"] = step
+    res.update(_interleaved_ms(steps, args.reps))
+    for name in ("batched", "loop"):
         res[f"train_images_per_s_{name}"] = b / res[f"train_step_{name}_ms"] * 1e3
     res["sensor_speedup"] = res["sensor_loop_ms"] / res["sensor_batched_ms"]
+    res["sensor_speedup_vs_direct"] = res["sensor_direct_ms"] / res["sensor_batched_ms"]
+    res["episode_sensor_speedup"] = res["episode_sensor_loop_ms"] / res["episode_sensor_batched_ms"]
     res["train_step_speedup"] = res["train_step_loop_ms"] / res["train_step_batched_ms"]
     return res
 

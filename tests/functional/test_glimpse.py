@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from visattn.functional import extract_glimpses, glimpse_boxes, glimpse_sides, location_to_pixels
+from visattn.functional import (
+    extract_glimpses,
+    extract_glimpses_direct,
+    glimpse_boxes,
+    glimpse_pyramid,
+    glimpse_sides,
+    location_to_pixels,
+)
 
 
 def reference_glimpse(image: torch.Tensor, px: int, py: int, side: int, size: int) -> torch.Tensor:
@@ -60,7 +67,8 @@ def test_padding_modes_differ_only_outside_the_image():
     torch.testing.assert_close(z_in, b_in)
     z = extract_glimpses(images, corner, size=4, padding_mode="zeros")
     b = extract_glimpses(images, corner, size=4, padding_mode="border")
-    assert (z[0, 0, 0, :2, :2] == 0).all() and (b[0, 0, 0, :2, :2] > 0).all()
+    # zeros: 0 up to float32 rounding of the sampling coordinates; border: the image's edge values (>= 1)
+    assert z[0, 0, 0, :2, :2].abs().max() < 1e-5 and (b[0, 0, 0, :2, :2] > 0.99).all()
 
 
 def test_gradients_flow_to_images_and_locations_float64():
@@ -109,3 +117,49 @@ def test_bad_inputs_raise_naming_the_argument(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         extract_glimpses(**args)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("size,num_scales,scale_factor", [(4, 3, 2), (5, 2, 3), (3, 1, 2)])
+def test_pyramid_path_equals_the_direct_computation_for_every_padding_mode(
+    padding_mode, size, num_scales, scale_factor
+):
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(6, 2, 21, 26, generator=g, dtype=torch.float64)
+    # sub-pixel locations inside the image, at the corners, and outside [-1, 1] (the reflection
+    # fallback and the zeros/border continuation beyond the stored padding)
+    locations = torch.rand(6, 2, generator=g, dtype=torch.float64) * 2 - 1
+    locations[0] = torch.tensor([-1.0, 1.0])
+    locations[1] = torch.tensor([1.4, -1.7])
+    opts = dict(size=size, num_scales=num_scales, scale_factor=scale_factor, padding_mode=padding_mode)
+    torch.testing.assert_close(
+        extract_glimpses(images, locations, **opts), extract_glimpses_direct(images, locations, **opts)
+    )
+    inside = locations.clamp(-1, 1)
+    torch.testing.assert_close(
+        extract_glimpses(images, inside, **opts), extract_glimpses_direct(images, inside, **opts)
+    )
+
+
+def test_a_shared_pyramid_gives_the_same_glimpses_and_the_same_gradients():
+    images = torch.rand(3, 1, 20, 20, dtype=torch.float64, requires_grad=True)
+    locs = [torch.rand(3, 2, dtype=torch.float64) * 2 - 1 for _ in range(3)]
+    opts = dict(size=4, num_scales=3)
+    pyr = glimpse_pyramid(images, **opts)
+    shared = torch.stack([extract_glimpses(images, lo, pyramid=pyr, **opts) for lo in locs])
+    alone = torch.stack([extract_glimpses_direct(images, lo, **opts) for lo in locs])
+    torch.testing.assert_close(shared, alone)
+    (g_shared,) = torch.autograd.grad(shared.square().sum(), images)
+    (g_alone,) = torch.autograd.grad(alone.square().sum(), images)
+    torch.testing.assert_close(g_shared, g_alone)
+
+
+def test_pyramid_built_with_other_options_or_images_is_refused():
+    images = torch.rand(2, 1, 20, 20)
+    pyr = glimpse_pyramid(images, size=4, num_scales=2)
+    with pytest.raises(ValueError, match="pyramid"):
+        extract_glimpses(images, torch.zeros(2, 2), size=4, num_scales=3, pyramid=pyr)
+    with pytest.raises(ValueError, match="pyramid"):
+        extract_glimpses(torch.rand(2, 1, 24, 20), torch.zeros(2, 2), size=4, num_scales=2, pyramid=pyr)
+    with pytest.raises(ValueError, match="padding_mode"):
+        glimpse_pyramid(images, size=4, padding_mode="wrap")

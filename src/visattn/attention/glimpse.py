@@ -21,7 +21,13 @@ from torch import nn
 from visattn._validate import check_choice, check_positive, check_tensor
 from visattn.attention._registry import register_attention
 from visattn.attention._tap import AttentionTap
-from visattn.functional.glimpse import GLIMPSE_PADDING_MODES, extract_glimpses, glimpse_sides
+from visattn.functional.glimpse import (
+    GLIMPSE_PADDING_MODES,
+    GlimpsePyramid,
+    extract_glimpses,
+    glimpse_pyramid,
+    glimpse_sides,
+)
 
 __all__ = ["GlimpseSensor"]
 
@@ -77,8 +83,28 @@ class GlimpseSensor(nn.Module):
         """Sides in pixels of the ``k`` patches before resizing."""
         return glimpse_sides(self.size, self.num_scales, self.scale_factor)
 
-    def forward(self, x: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
-        """Read the glimpses of ``x (B, C, H, W)`` at ``locations (B, 2)``; returns ``(B, k, C, g, g)``."""
+    def pyramid(self, x: torch.Tensor) -> GlimpsePyramid:
+        """Box-filtered copies of ``x (B, C, H, W)`` to pass to several ``forward`` calls on the same ``x``.
+
+        A recurrent model takes ``T`` glimpses of one image: building this once per episode instead
+        of once per glimpse is what makes the sensor cheap (``visattn.functional.glimpse_pyramid``).
+        """
+        check_tensor(x, "x", ndim=4, channels=self.channels)
+        return glimpse_pyramid(
+            x,
+            size=self.size,
+            num_scales=self.num_scales,
+            scale_factor=self.scale_factor,
+            padding_mode=self.padding_mode,
+        )
+
+    def forward(
+        self, x: torch.Tensor, locations: torch.Tensor, pyramid: GlimpsePyramid | None = None
+    ) -> torch.Tensor:
+        """Read the glimpses of ``x (B, C, H, W)`` at ``locations (B, 2)``; returns ``(B, k, C, g, g)``.
+
+        ``pyramid``: ``self.pyramid(x)``, reused across calls on the same ``x`` (built here if ``None``).
+        """
         check_tensor(x, "x", ndim=4, channels=self.channels)
         locations = self.tap(locations)
         return extract_glimpses(
@@ -88,6 +114,7 @@ class GlimpseSensor(nn.Module):
             num_scales=self.num_scales,
             scale_factor=self.scale_factor,
             padding_mode=self.padding_mode,
+            pyramid=pyramid,
         )
 
     def extra_repr(self) -> str:

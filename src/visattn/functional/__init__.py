@@ -6,8 +6,11 @@ output to input coordinates, ``align_corners`` stated per function.
 
 from visattn.functional.glimpse import (
     GLIMPSE_PADDING_MODES,
+    GlimpsePyramid,
     extract_glimpses,
+    extract_glimpses_direct,
     glimpse_boxes,
+    glimpse_pyramid,
     glimpse_sides,
     location_to_pixels,
 )
@@ -28,8 +31,11 @@ from visattn.functional.warp import (
 
 __all__ = [
     "GLIMPSE_PADDING_MODES",
+    "GlimpsePyramid",
     "extract_glimpses",
+    "extract_glimpses_direct",
     "glimpse_boxes",
+    "glimpse_pyramid",
     "glimpse_sides",
     "location_to_pixels",
     "PADDING_MODES",

@@ -207,6 +207,7 @@ class RecurrentAttention(nn.Module):
         h = x.new_zeros(b, self.hidden_size)
         state: Any = (h, x.new_zeros(b, self.hidden_size)) if self.core_type == "lstm" else h
         log_probs, baselines, locations, means = [], [], [], []
+        pyramid = self.sensor.pyramid(x)  # box filtering shared by the T glimpses of this episode
         for _ in range(self.num_glimpses):
             h_policy = h if self.reinforce_core else h.detach()  # detach 2
             mean = torch.tanh(self.location_net(h_policy))
@@ -222,7 +223,7 @@ class RecurrentAttention(nn.Module):
             log_probs.append(gaussian_log_prob(sample, mean, self.location_std))
             baselines.append(self.baseline_net(h.detach()).squeeze(1))  # detach 3
             loc = sample.clamp(-1.0, 1.0)  # the environment clamps; log_prob is of the unclamped sample
-            g = self.glimpse_net(self.sensor(x, loc), loc)
+            g = self.glimpse_net(self.sensor(x, loc, pyramid), loc)
             state = self.core(g, state)
             h = state[0] if self.core_type == "lstm" else state
             locations.append(loc)
