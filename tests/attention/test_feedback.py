@@ -41,6 +41,22 @@ def test_static_weight_multiplies_external_gains():
     assert torch.allclose(fg(x), x * (g * w)[:, :, None, None])
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gains_for_r_copies_broadcast_the_batch(channels_last):
+    x = torch.randn(2, 3, 4, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.rand(6, 3)  # 3 gain settings x 2 images, row r * 2 + b
+    fg = FilterGains(3, identity_init=False)
+    fg.set_gains(g)
+    y = fg(x)
+    assert y.shape == (6, 3, 4, 5)
+    ref = x.repeat(3, 1, 1, 1) * (g * fg.weight.detach())[:, :, None, None]
+    assert torch.allclose(y, ref)
+    assert torch.equal(y[4:], fg(x.repeat(3, 1, 1, 1))[4:])  # the same numbers as copying x first
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
 def test_tap_emits_gains_b_by_c():
     fg = FilterGains(4)
     seen = []
@@ -93,3 +109,6 @@ def test_bad_inputs_raise():
     fg.set_gains(torch.ones(2, 3))
     with pytest.raises(ValueError, match="batch of 2"):
         fg(torch.randn(5, 3, 3, 3))
+    fg.set_gains(torch.ones(6, 3))
+    with pytest.raises(ValueError, match="multiple"):
+        fg(torch.randn(4, 3, 3, 3))

@@ -37,17 +37,114 @@ def test_gains_of_one_give_exactly_the_base_outputs():
     x, _ = _data()
     ref = base(x)
     assert torch.equal(DasNet(base, num_classes=10, passes=1)(x), ref)
-    net = DasNet(base, num_classes=10, passes=3)
-    assert torch.equal(net(x), ref)  # mu = 0: every gain is 2 sigmoid(0) = 1 exactly
+    exact = DasNet(base, num_classes=10, passes=3, channels_last=False)
+    assert torch.equal(exact(x), ref)  # mu = 0: every gain is 2 sigmoid(0) = 1 exactly
+    net = DasNet(base, num_classes=10, passes=3)  # passes 2..3 run channels-last: float tolerance
+    torch.testing.assert_close(net(x), ref, rtol=1e-5, atol=1e-5)
     net.calibrate(x)
-    assert torch.equal(net(x), ref)
+    torch.testing.assert_close(net(x), ref, rtol=1e-5, atol=1e-5)
     passes = net.forward_passes(x)
     assert passes["logits"].shape == (3, 12, 10) and passes["gains"].shape == (3, 12, 96)
     assert torch.equal(passes["gains"], torch.ones(3, 12, 96))
+    assert torch.equal(passes["logits"][0], ref)  # pass 1 is the base's own forward
+
+
+def _reference_logits(net: DasNet, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Last-pass logits ``(P, n, K)`` computed the plain way: every candidate alone, the whole base
+    (NCHW) in every pass, hooks written here, no sharing of pass 1 or of any prefix."""
+    modules = dict(net.base.named_modules())
+    nf, nd = net.num_filters, net.obs_dim
+    starts = [sum(net.filter_counts[:i]) for i in range(len(net.steer))]
+    out = []
+    for th in theta:
+        gains = None
+        for _ in range(net.passes):
+            feats: dict[int, torch.Tensor] = {}
+
+            def hook(o, i, g, feats=feats):
+                y = o if g is None else o * g[:, :, None, None]
+                feats[i] = y.mean((2, 3))
+                return y
+
+            hooks = []
+            for i, name in enumerate(net.steer):
+                g = None if gains is None else gains[:, starts[i] : starts[i] + net.filter_counts[i]]
+                hooks.append(modules[name].register_forward_hook(lambda m, a, o, i=i, g=g: hook(o, i, g)))
+            with torch.no_grad():
+                logits = net.base(x)
+            for h in hooks:
+                h.remove()
+            obs = torch.cat([feats[i] for i in range(len(net.steer))] + [logits.softmax(1)], 1)
+            o = (obs - net.obs_mean) / net.obs_std
+            gains = 2 * torch.sigmoid(o @ th[: nf * nd].view(nf, nd).T + th[nf * nd :])
+        out.append(logits)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize(
+    "steer, channels_last",
+    [(None, True), (None, False), (["stage2.conv", "stage1.conv"], True), (["stage2.bn", "stage1.bn"], True)],
+)
+def test_shared_pass1_and_prefix_equal_the_unshared_computation(steer, channels_last):
+    base = _base()
+    before = _snapshot(base)
+    net = DasNet(base, num_classes=10, passes=3, steer=steer, channels_last=channels_last, max_images=24)
+    x, _ = _data()
+    net.calibrate(x)
+    theta = 0.05 * torch.randn(4, net.policy_dim, generator=torch.Generator().manual_seed(3))
+    ref = _reference_logits(net, x, theta)
+    got = net.population_logits(x, theta)  # 2 candidates per forward of the base
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ref[0], ref[1], atol=1e-3)  # the candidates' gains really matter
+    assert all("forward" not in m.__dict__ for m in base.modules())  # the cache is gone after the call
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in before.items())
+
+
+class _CountingConv(nn.Conv2d):
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        type(self).calls += 1
+        return super().forward(x)
+
+
+class _TinyNet(nn.Module):
+    """stem -> relu -> a -> relu -> b -> pool -> linear; ``shared`` calls ``a`` twice."""
+
+    def __init__(self, shared: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)  # before the first steered layer: runs in every pass
+        self.a = _CountingConv(4, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.shared = shared
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(torch.relu(self.stem(x)))
+        if self.shared:
+            h = self.a(torch.relu(h))
+        return self.fc(self.b(torch.relu(h)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_first_steered_layer_runs_once_per_call_unless_it_fires_twice(shared):
+    torch.manual_seed(0)
+    base = _TinyNet(shared).eval()
+    net = DasNet(base, num_classes=10, passes=4, steer=["b", "a"], population=4)
+    x, _ = _data(6)
+    net.calibrate(x)
+    theta = 0.3 * torch.randn(5, net.policy_dim, generator=torch.Generator().manual_seed(1))
+    _CountingConv.calls = 0
+    got = net.population_logits(x, theta)
+    # shared: "a" fires twice (its 2nd input depends on gains), so nothing is cached: 2 calls x 4 passes
+    assert _CountingConv.calls == (8 if shared else 1)
+    torch.testing.assert_close(got, _reference_logits(net, x, theta), rtol=1e-5, atol=1e-5)
+    alone = torch.stack([net.population_logits(x, theta[k : k + 1])[0] for k in range(5)])
+    torch.testing.assert_close(got, alone, rtol=1e-5, atol=1e-5)
 
 
 def test_batched_population_equals_candidates_one_at_a_time():
-    net = DasNet(_base(), num_classes=10, passes=3, population=6)
+    net = DasNet(_base(), num_classes=10, passes=3, population=6, max_images=128)
     x, y = _data()
     net.calibrate(x)
     theta = 0.05 * torch.randn(5, net.policy_dim, generator=torch.Generator().manual_seed(0))
@@ -106,7 +203,8 @@ def test_search_improves_fitness_and_never_touches_the_base():
     assert f1 > f0 + 0.01, (f0, f1)
     after = net.base.state_dict()
     assert before.keys() == after.keys()
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # bit-identical after the search
+    assert all("forward" not in m.__dict__ for m in base.modules())  # no cached forward left behind
     assert int(net.search.iteration) == 8 and bool(net.calibrated)
 
 
@@ -141,7 +239,7 @@ def test_steer_named_layers_including_norm_layers():
     net = DasNet(base, num_classes=10, passes=2, steer=["stage2.bn"])
     assert net.filter_counts == [64] and net.policy_dim == 64 * 74 + 64
     x, _ = _data(3)
-    assert torch.equal(net(x), base(x))
+    torch.testing.assert_close(net(x), base(x), rtol=1e-5, atol=1e-5)
     built = dasnet(base=base, steer="stage1.conv, stage2.bn")
     assert built.steer == ["stage1.conv", "stage2.bn"] and built.num_filters == 96
 
@@ -156,8 +254,16 @@ def test_builder_loads_a_weights_file(tmp_path, suffix):
         from visattn.train.checkpoint import export_safetensors
 
         export_safetensors(base, path)
-    net = create_model("dasnet", base=str(path), base_model="mnist_cnn", num_classes=10, in_chans=1, passes=2)
-    assert isinstance(net, DasNet)
+    net = create_model(
+        "dasnet",
+        base=str(path),
+        base_model="mnist_cnn",
+        num_classes=10,
+        in_chans=1,
+        passes=2,
+        channels_last=False,
+    )
+    assert isinstance(net, DasNet) and not net.channels_last
     x, _ = _data(4)
     assert torch.equal(net(x), base(x))
 

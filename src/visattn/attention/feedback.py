@@ -12,6 +12,9 @@ scale owned by the module (``1`` with ``identity_init=True``). With no external 
 multiplies by ``w`` alone, so an inserted ``FilterGains(C, identity_init=True)`` is exactly the identity
 (multiplying by ``1.0`` is exact in floating point) and can be trained by backprop as a static channel
 scale. The effective gains ``a * w`` of shape ``(B, C)`` pass through ``self.tap = AttentionTap("gains")``.
+Gains may be set for ``R`` copies of the batch (``(R B, C)``): the ``B`` maps are then broadcast to
+``R B`` outputs without copying them first, which is how dasNet scores a population of policies on the
+same images.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class FilterGains(nn.Module):
     torch.Size([2, 4, 5, 7])
     >>> torch.allclose(fg(x), 0.5 * x)
     True
+    >>> fg.set_gains(torch.rand(6, 4))  # 3 gain settings of the same 2 images
+    >>> fg(x).shape
+    torch.Size([6, 4, 5, 7])
     """
 
     supports_identity_init = True
@@ -67,7 +73,8 @@ class FilterGains(nn.Module):
     def set_gains(self, gains: torch.Tensor | None) -> None:
         """Set the external gains ``a`` of shape ``(B, C)`` for the next calls (``None`` clears them).
 
-        The batch ``B`` must equal the batch of the ``x`` later passed to ``forward``.
+        ``B`` must equal (or be a multiple of, see :meth:`forward`) the batch of the ``x`` later
+        passed to ``forward``.
         """
         if gains is not None:
             check_tensor(gains, "gains", ndim=2, channels=self.channels, layout="(B, C)")
@@ -79,20 +86,33 @@ class FilterGains(nn.Module):
         return self._gains
 
     def effective_gains(self, batch: int) -> torch.Tensor:
-        """The gains ``a * w`` applied to a batch of ``batch`` images, ``(batch, C)``."""
+        """The gains ``a * w`` applied to a batch of ``batch`` images, ``(R batch, C)``.
+
+        ``R = 1`` unless the gains were set for ``R`` copies of the batch (see :meth:`forward`).
+        """
         if self._gains is None:
             return self.weight.expand(batch, self.channels)
-        if self._gains.shape[0] != batch:
+        if self._gains.shape[0] % batch:
             raise ValueError(
-                f"gains were set for a batch of {self._gains.shape[0]}, got x with batch {batch}"
+                f"gains were set for a batch of {self._gains.shape[0]}, got x with batch {batch} "
+                "(the gains' batch must be a multiple of x's)"
             )
         return self._gains * self.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Scale the channels of ``x``: ``(B, C, H, W) -> (B, C, H, W)``."""
+        """Scale the channels of ``x``: ``(B, C, H, W) -> (R B, C, H, W)``.
+
+        ``R = 1`` normally. With gains set for ``R B`` rows (``R`` gain settings of the same ``B``
+        images, row ``r B + b`` for image ``b`` under setting ``r``) the output is
+        ``y[r B + b] = (a * w)[r B + b] * x[b]``, computed by broadcasting without copying ``x``
+        ``R`` times; the output keeps ``x``'s memory format (e.g. ``channels_last``).
+        """
         check_tensor(x, "x", ndim=4, channels=self.channels)
-        g = self.tap(self.effective_gains(x.shape[0]))
-        return x * g[:, :, None, None].to(x.dtype)
+        b = x.shape[0]
+        g = self.tap(self.effective_gains(b)).to(x.dtype)
+        if g.shape[0] == b:
+            return x * g[:, :, None, None]
+        return (x.unsqueeze(0) * g.view(-1, b, self.channels, 1, 1)).flatten(0, 1)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, identity_init={self.identity_init}"
