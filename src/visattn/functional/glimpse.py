@@ -140,22 +140,8 @@ def extract_glimpses_direct(
     """The direct computation of ``extract_glimpses``: every point of every patch, then ``avg_pool2d``.
 
     Reads ``k C sum_i (f^i g)^2`` bilinear samples per image (``extract_glimpses`` reads ``k C g^2``);
-    kept as the reference the fast path is tested against and as its fallback.
-
-    ``rho(x, l) = [avgpool_{f^i}(crop_{f^i g}(x, l)) for i = 0..k-1]`` (Mnih et al. 2014, sec. 4);
-    coordinates follow the module docstring (``align_corners=False`` frame, ``(x, y)`` in ``[-1, 1]``).
-
-    Args:
-        images: ``(B, C, H, W)`` floating point; any ``H, W`` (patches may extend past the image).
-        locations: ``(B, 2)`` centres ``(x, y)``; values outside ``[-1, 1]`` are allowed and read padding.
-        size: ``g``, the side of the smallest patch and of every output patch.
-        num_scales: ``k``, the number of patches.
-        scale_factor: ``f``, each patch's side over the previous one's (an integer, so the
-            resize is an exact block average).
-        padding_mode: what is read outside the image: ``"zeros"``, ``"border"`` or ``"reflection"``.
-
-    Returns:
-        ``(B, k, C, g, g)`` patches, finest first. Differentiable in ``images`` and ``locations``.
+    kept as the reference the fast path is tested against and as its fallback. Arguments, return
+    value and coordinates: those of ``extract_glimpses`` (without ``pyramid``).
 
     >>> extract_glimpses_direct(torch.rand(4, 3, 60, 60), torch.zeros(4, 2), size=12, num_scales=3).shape
     torch.Size([4, 3, 3, 12, 12])
