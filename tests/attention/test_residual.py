@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import visattn
 from visattn.attention import ResidualAttentionModule
@@ -210,3 +211,75 @@ def test_upsampling_and_pooling_helpers_match_torch():
         torch.testing.assert_close(_upsample(x, size), ref)
         assert torch.equal(_maxpool(x), torch.nn.functional.max_pool2d(x, 3, 2, 1))
         assert _maxpool(x).is_contiguous()
+
+
+@pytest.mark.parametrize("mode", [torch.inference_mode, torch.no_grad, torch.enable_grad])
+@pytest.mark.parametrize("hw", [(8, 8), (9, 13), (16, 11), (23, 24), (1, 1), (2, 9)])
+def test_fast_pooling_and_up_sampling_paths_match_torch(mode, hw):
+    # without autograd, maps >= 8x8 are pooled separably and exact 2x up-samplings use lerp passes
+    from visattn.attention.residual import _maxpool, _upsample
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *hw) * 4
+    x[0, 0, 0, 0] = float("nan")  # max-pooling propagates NaN as F.max_pool2d does
+    x = x.contiguous(memory_format=torch.channels_last) if hw[0] == 16 else x
+    with mode():
+        pooled = _maxpool(x)
+        assert pooled.is_contiguous()
+        torch.testing.assert_close(pooled, F.max_pool2d(x, 3, 2, 1), rtol=0, atol=0, equal_nan=True)
+        x = torch.nan_to_num(x)
+        for size in [(2 * hw[0], 2 * hw[1]), (2 * hw[0] + 1, 2 * hw[1])]:
+            ref = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            torch.testing.assert_close(_upsample(x, size), ref, rtol=1e-5, atol=1e-5)
+
+
+def _reference_forward(m: ResidualAttentionModule, x: torch.Tensor) -> torch.Tensor:
+    """The module's formula written out with the plain torch ops (no fused or in-place paths)."""
+    feats = m.pre(x)
+    trunk = m.trunk(feats)
+    d, skips = feats, []
+    for level, down in enumerate(m.down):
+        d = down(F.max_pool2d(d, 3, 2, 1))
+        if level < m.skip_levels:
+            skips.append(m.skips[level](d))
+    u = m.up[-1](d)
+    for level in range(m.skip_levels - 1, -1, -1):
+        up = F.interpolate(u, size=skips[level].shape[-2:], mode="bilinear", align_corners=False)
+        u = m.up[level](up + skips[level])
+    u = F.interpolate(u, size=feats.shape[-2:], mode="bilinear", align_corners=False)
+    z = m.mask_head(u)
+    if m.mask == "mixed":
+        mk = torch.sigmoid(z)
+    elif m.mask == "channel":
+        mk = z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    else:
+        mean, var = z.mean(dim=(2, 3), keepdim=True), z.var(dim=(2, 3), keepdim=True, correction=0)
+        mk = torch.sigmoid((z - mean) / torch.sqrt(var + 1e-5))
+    if m.gain is not None:
+        mk = mk * m.gain
+    return m.post((1 + mk) * trunk if m.residual else mk * trunk)
+
+
+@pytest.mark.parametrize("mode", [torch.inference_mode, torch.no_grad, torch.enable_grad])
+@pytest.mark.parametrize(
+    ("mask", "residual"), [("mixed", True), ("mixed", False), ("spatial", True), ("channel", True)]
+)
+def test_fast_forward_equals_the_unfused_formula(mode, mask, residual):
+    torch.manual_seed(0)
+    m = ResidualAttentionModule(8, skip_levels=2, mask=mask, residual=residual).eval()
+    with torch.no_grad():  # non-trivial BN statistics and affine parameters
+        for bn in m.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.weight.normal_(1, 0.5)
+                bn.bias.normal_(0, 0.5)
+                bn.running_mean.normal_(0, 0.2)
+                bn.running_var.uniform_(0.5, 2.0)
+    for hw in [(32, 32), (19, 26)]:  # exact 2x levels (fast paths) and odd sizes
+        x = torch.randn(2, 8, *hw)
+        with torch.no_grad():
+            ref = _reference_forward(m, x)
+        with mode():
+            y, mk = _record_mask(m, x)
+        assert y.shape == x.shape
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+        assert torch.isfinite(mk).all()

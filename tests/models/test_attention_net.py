@@ -119,6 +119,24 @@ def test_mask_and_residual_options_reach_every_module(mask):
         visattn.models.attention_net.ResidualAttentionNet((1, 1), layout="cifar")
 
 
+@pytest.mark.parametrize("name", ["attention56_cifar", "attention56"])
+def test_inference_fast_paths_give_the_autograd_path_outputs(name):
+    # inference mode takes the in-place / separable-pooling / lerp up-sampling paths; with autograd
+    # recording the network runs the plain ops (channels-last max_pool2d, matmul up-sampling, out of place)
+    torch.manual_seed(0)
+    model = visattn.create_model(name, num_classes=7).eval()
+    for bn in model.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d):  # running statistics that keep activations O(1)
+            bn.running_var.fill_(4.0)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        fast = model(x)
+    with torch.enable_grad():
+        plain = model(x.requires_grad_())
+    torch.testing.assert_close(fast, plain.detach(), rtol=1e-4, atol=1e-5)
+    assert fast.abs().max() > 1e-3
+
+
 def test_a_few_sgd_steps_fit_a_small_batch():
     torch.manual_seed(0)
     model = visattn.create_model("attention56_cifar", in_chans=1, num_classes=4).train()

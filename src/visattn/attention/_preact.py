@@ -51,6 +51,7 @@ class PreActBottleneck(nn.Module):
         pre = F.relu(self.bn1(x), inplace=True)  # a fresh tensor: x itself is never modified
         identity = x if self.shortcut is None else self.shortcut(pre)
         out = self.conv1(pre)
+        del pre  # free the full-width pre-activation now (lower peak memory, fewer fresh pages)
         out = self.conv2(F.relu_(self.bn2(out)))
         out = self.conv3(F.relu_(self.bn3(out)))
         return out.add_(identity)
