@@ -35,9 +35,9 @@ depend on the policy:
   gain-dependent rest of passes ``2..T`` runs channels-last (on one CPU thread max-pooling is ~10x and
   the whole ``mnist_cnn`` suffix ~2.7x faster than in ``NCHW``); pass 1 is the base's own forward.
 
-Results equal the unshared computation within float tolerance (``channels_last=False``: bit-identical
-at gains 1). One candidate alone (``P = 1``) goes through the same code, so it shares pass 1 and the
-prefix between its own passes only. The base stays in ``eval()`` mode (BatchNorm uses its running
+Results equal the unshared computation within float tolerance (``channels_last=False``: the base
+bit for bit at gains 1 for one candidate). One candidate alone (``P = 1``) goes through the same
+code, so it shares pass 1 and the prefix between its own passes only. The base stays in ``eval()`` mode (BatchNorm uses its running
 statistics), so each image's output does not depend on the others in its batch; the base must be
 deterministic in ``eval()`` mode. ``eval()``/``forward`` use the search mean ``mu`` as ``theta``. Under
 ``torch.distributed`` every process draws the same candidates (same seed) and the fitness is averaged
