@@ -8,8 +8,10 @@ Sections (``--what``):
   ops are not counted, as in the paper's figures).
 * ``speed``: one thread, interleaved rounds, medians. Inference at batch 1, 224x224 (eval mode,
   ``torch.inference_mode``) of ``attention56`` vs torchvision's ``resnet50`` and ``resnet152`` (random
-  weights); a training step (forward, cross-entropy, backward, SGD step) at batch 32, 32x32, of
-  ``attention92_cifar`` vs visattn's ``resnet56``.
+  weights), and torchvision's ``resnet50`` with its stem max-pool computed by visattn's kernel (a peer
+  without the slow NCHW max-pool); medians and per-round paired ratios; a training step (forward,
+  cross-entropy, backward, SGD step) at batch 32, 32x32, of ``attention92_cifar`` vs visattn's
+  ``resnet56``.
 * ``ablation``: attention residual learning vs naive attention at two depths (Attention-56/92, CIFAR
   layout) and the three mask activations (Attention-56), on a Fashion-MNIST subset, a fixed small budget,
   3 seeds; BN statistics re-estimated on training batches at the end of each epoch; the epoch is chosen
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -71,8 +74,9 @@ def size_table() -> list[dict]:
     return rows
 
 
-def _interleaved(cases: dict, rounds: int) -> dict[str, dict[str, float]]:
-    """Median wall and thread-CPU seconds per call of each ``fn`` in ``cases``, interleaved by round.
+def _interleaved(cases: dict, rounds: int) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
+    """Median wall and thread-CPU seconds per call of each ``fn`` in ``cases``, interleaved by round
+    (the order rotating each round), and the per-round thread-CPU seconds.
 
     On a shared machine the CPU time of the (single) compute thread is the steadier figure: it does not
     count the time the thread waits for a core.
@@ -81,23 +85,44 @@ def _interleaved(cases: dict, rounds: int) -> dict[str, dict[str, float]]:
     cpu: dict[str, list[float]] = {k: [] for k in cases}
     for fn in cases.values():  # warm-up
         fn()
-    for _ in range(rounds):
-        for k, fn in cases.items():
+    names = list(cases)
+    for r in range(rounds):
+        for k in names[r % len(names) :] + names[: r % len(names)]:
             w0, c0 = time.perf_counter(), time.thread_time()
-            fn()
+            cases[k]()
             cpu[k].append(time.thread_time() - c0)
             wall[k].append(time.perf_counter() - w0)
-    return {k: {"wall": statistics.median(wall[k]), "cpu": statistics.median(cpu[k])} for k in cases}
+    medians = {k: {"wall": statistics.median(wall[k]), "cpu": statistics.median(cpu[k])} for k in cases}
+    return medians, cpu
+
+
+def _paired(cpu: dict[str, list[float]], a: str, b: str) -> dict[str, float]:
+    """Median, min and max over rounds of the per-round CPU-time ratio ``a / b``."""
+    ratios = [x / y for x, y in zip(cpu[a], cpu[b])]
+    return {k: round(f(ratios), 3) for k, f in (("median", statistics.median), ("min", min), ("max", max))}
+
+
+class _FastMaxPool(torch.nn.Module):
+    """torchvision's stem max-pool (3x3, stride 2, padding 1) computed by visattn's ``_maxpool``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from visattn.attention.residual import _maxpool
+
+        return _maxpool(x)
 
 
 def speed(rounds: int) -> dict:
     import torchvision
 
     torch.manual_seed(0)
+    r50_fast = torchvision.models.resnet50().eval()
+    r50_fast.maxpool = _FastMaxPool()
     nets = {
         "attention56": visattn.create_model("attention56", num_classes=1000).eval(),
         "resnet50 (torchvision)": torchvision.models.resnet50().eval(),
         "resnet152 (torchvision)": torchvision.models.resnet152().eval(),
+        # the same network with attention56's max-pool kernel (its NCHW stem max-pool is slow on CPU)
+        "resnet50 (torchvision, visattn max-pool)": r50_fast,
     }
     x = torch.randn(1, 3, 224, 224)
 
@@ -108,7 +133,8 @@ def speed(rounds: int) -> dict:
 
         return run
 
-    inf = _interleaved({k: infer(n) for k, n in nets.items()}, rounds)
+    load = [round(v, 2) for v in os.getloadavg()]
+    inf, inf_cpu = _interleaved({k: infer(n) for k, n in nets.items()}, rounds)
 
     train_nets = {
         "attention92_cifar": visattn.create_model("attention92_cifar").train(),
@@ -126,13 +152,20 @@ def speed(rounds: int) -> dict:
 
         return run
 
-    tr = _interleaved({k: step(n) for k, n in train_nets.items()}, max(3, rounds // 2))
+    tr, _ = _interleaved({k: step(n) for k, n in train_nets.items()}, max(3, rounds // 2))
     a56, r50, r152 = (inf[k] for k in ("attention56", "resnet50 (torchvision)", "resnet152 (torchvision)"))
+    r50f = inf["resnet50 (torchvision, visattn max-pool)"]
     a92c, r56 = tr["attention92_cifar"], tr["resnet56"]
     return {
+        "load_average_1_5_15min_at_start": load,
+        "load_average_1_5_15min_at_end": [round(v, 2) for v in os.getloadavg()],
         "inference_batch1_224_ms": {k: {c: round(v[c] * 1e3, 1) for c in v} for k, v in inf.items()},
         "attention56_over_resnet50": {c: round(a56[c] / r50[c], 3) for c in a56},
         "attention56_over_resnet152": {c: round(a56[c] / r152[c], 3) for c in a56},
+        "attention56_over_resnet50_visattn_maxpool": {c: round(a56[c] / r50f[c], 3) for c in a56},
+        "paired_cpu_ratio_attention56_over": {
+            k: _paired(inf_cpu, "attention56", k) for k in nets if k != "attention56"
+        },
         "train_step_batch32_32x32_ms": {k: {c: round(v[c] * 1e3, 1) for c in v} for k, v in tr.items()},
         "attention92_cifar_over_resnet56": {c: round(a92c[c] / r56[c], 3) for c in a92c},
         "rounds": rounds,

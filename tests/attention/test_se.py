@@ -277,3 +277,102 @@ def test_residual_relu_paths():
         ValueError, match=r"shortcut must have the shape of x \(2, 8, 3, 5\), got \(2, 8, 3, 4\)"
     ):
         se.residual_relu(x, sc[..., :4])
+
+
+def _bn_pair(momentum: float | None, dtype: torch.dtype = torch.float32) -> tuple[torch.nn.BatchNorm2d, ...]:
+    torch.manual_seed(1)
+    bn = torch.nn.BatchNorm2d(6, momentum=momentum).to(dtype)
+    with torch.no_grad():
+        bn.weight.normal_(1, 0.5), bn.bias.normal_(0, 0.5)
+        bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
+    twin = torch.nn.BatchNorm2d(6, momentum=momentum).to(dtype)
+    twin.load_state_dict(bn.state_dict())
+    return bn, twin
+
+
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("identity_init", [False, True])
+def test_norm_residual_relu_gradcheck_and_matches_unfused(gate, identity_init):
+    # training-mode BN fused with SE, add and ReLU: same output, gradients and running statistics
+    torch.manual_seed(0)
+    se = SqueezeExcite(6, reduction=2, gate=gate, identity_init=identity_init).double()
+    torch.nn.init.normal_(se.fc2.weight)
+    c = torch.randn(3, 6, 4, 5, dtype=torch.float64, requires_grad=True)
+    sc = torch.randn(3, 6, 4, 5, dtype=torch.float64, requires_grad=True)
+    bn, twin = _bn_pair(0.1, torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b: se.norm_residual_relu(a, bn, b), (c, sc))
+    bn, twin = _bn_pair(0.1, torch.float64)
+    w = torch.randn(3, 6, 4, 5, dtype=torch.float64)
+    grads = []
+    for norm, fn in (
+        (bn, lambda: se.norm_residual_relu(c, bn, sc)),
+        (twin, lambda: torch.relu(se(twin(c)) + sc)),
+    ):
+        se.zero_grad()
+        c.grad, sc.grad = None, None
+        y = fn()
+        assert y.grad_fn is not None
+        (y * w).sum().backward()
+        grads.append(
+            [y, c.grad, sc.grad, norm.weight.grad, norm.bias.grad, *(p.grad for p in se.parameters())]
+        )
+    assert type(grads[0][0].grad_fn).__name__.startswith("_BNAvgSEResidualReLU")  # the fused path ran
+    for fused, plain in zip(*grads):
+        torch.testing.assert_close(fused, plain)
+    for name, buf in bn.named_buffers():
+        torch.testing.assert_close(buf, twin.get_buffer(name), msg=name)
+
+
+def test_norm_residual_relu_running_stats_and_fallbacks():
+    torch.manual_seed(0)
+    se = SqueezeExcite(6, reduction=2)
+    c, sc = torch.randn(4, 6, 5, 3), torch.randn(4, 6, 5, 3)
+    bn, twin = _bn_pair(None)  # cumulative moving average: uses num_batches_tracked
+    for _ in range(3):
+        y = se.norm_residual_relu(c * 1.5, bn, sc)
+        ref = torch.relu(se(twin(c * 1.5)) + sc)
+    torch.testing.assert_close(y, ref)
+    assert int(bn.num_batches_tracked) == 3
+    for name, buf in bn.named_buffers():
+        torch.testing.assert_close(buf, twin.get_buffer(name), msg=name)
+    # eval mode, hooks on the norm, no affine parameters, max pooling, no autograd: the unfused path
+    seen = []
+    bn.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    assert se.norm_residual_relu(c, bn, sc).grad_fn.__class__.__name__.startswith("_AvgSEResidualReLU")
+    assert seen == [c.shape]
+    for norm in (torch.nn.BatchNorm2d(6).eval(), torch.nn.BatchNorm2d(6, affine=False)):
+        torch.testing.assert_close(se.norm_residual_relu(c, norm, sc), torch.relu(se(norm(c)) + sc))
+    se_max = SqueezeExcite(6, reduction=2, pool="max")
+    torch.testing.assert_close(se_max.norm_residual_relu(c, twin, sc), torch.relu(se_max(twin(c)) + sc))
+    with torch.no_grad():
+        torch.testing.assert_close(se.norm_residual_relu(c, twin, sc), torch.relu(se(twin(c)) + sc))
+    with pytest.raises(ValueError, match=r"shortcut must have the shape of c"):
+        se.norm_residual_relu(c, torch.nn.BatchNorm2d(6), sc[..., :2])
+
+
+@pytest.mark.parametrize(("name", "plain"), [("se_resnet18", "resnet18"), ("se_resnet50", "resnet50")])
+def test_se_resnet_training_step_equals_the_unfused_model(name, plain):
+    # the fused tails (BN + SE + add + ReLU by hand) give the unfused model's loss, gradients and BN
+    # statistics; in float64, so that float32 rounding through 16 blocks does not hide a real difference
+    torch.manual_seed(0)
+    fused = visattn.create_model(name, num_classes=5).double().train()
+    ref = visattn.create_model(plain, num_classes=5, attn_layer="se").double().train()
+    ref.load_state_dict(fused.state_dict())
+    x, y = torch.randn(3, 3, 40, 36, dtype=torch.float64), torch.tensor([0, 3, 4])
+    losses = [F.cross_entropy(model(x), y) for model in (fused, ref)]
+    nodes, stack = set(), [losses[0].grad_fn]
+    while stack:  # the autograd graph of the fused model holds the fused tails
+        node = stack.pop()
+        if node is not None and type(node).__name__ not in nodes:
+            nodes.add(type(node).__name__)
+            stack.extend(fn for fn, _ in node.next_functions)
+    assert any(n.startswith("_BNAvgSEResidualReLU") for n in nodes)
+    torch.testing.assert_close(losses[0], losses[1])
+    for loss in losses:
+        loss.backward()
+    ref_params = dict(ref.named_parameters())
+    for n, p in fused.named_parameters():
+        torch.testing.assert_close(p.grad, ref_params[n].grad, msg=n)
+    ref_bufs = dict(ref.named_buffers())
+    for n, b in fused.named_buffers():
+        torch.testing.assert_close(b, ref_bufs[n], msg=n)

@@ -58,8 +58,7 @@ class SEBasicBlock(BasicBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.attn.residual_relu(out, identity, inplace=True)
+        return self.attn.norm_residual_relu(self.conv2(out), self.bn2, identity, inplace=True)
 
 
 class SEBottleneck(Bottleneck):
@@ -86,8 +85,7 @@ class SEBottleneck(Bottleneck):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.attn.residual_relu(out, identity, inplace=True)
+        return self.attn.norm_residual_relu(self.conv3(out), self.bn3, identity, inplace=True)
 
 
 def _se_cifar(depth: int, **kwargs: Any) -> CifarResNet:
