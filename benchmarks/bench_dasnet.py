@@ -1,20 +1,26 @@
-"""dasNet on Fashion-MNIST (or MNIST): base CNN vs SNES-trained feedback attention, and the speed of
-batched vs one-at-a-time population evaluation.
+"""dasNet on Fashion-MNIST (or MNIST) or CIFAR-10: base CNN vs SNES-trained feedback attention, and the
+speed of batched vs one-at-a-time population evaluation.
 
-1. Train ``mnist_cnn`` briefly (Adam) on the training split minus a validation split (``--val``
-   images carved from the training set with ``--seed``).
-2. Wrap it in ``DasNet`` and run SNES for ``--search-seconds``: each iteration uses ``--batch`` random
-   training images as the fitness images. Every ``--eval-every`` iterations ``mu`` is scored on the
-   validation split; the best ``mu`` on validation (iteration 0 = the base itself) is kept.
+1. Train the base briefly on the training split minus a validation split (``--val`` images carved
+   from the training set with ``--seed``): ``mnist_cnn`` with Adam (``--dataset fashion_mnist``), or
+   ``resnet20`` with SGD, a cosine schedule and pad-4 crop + flip (``--dataset cifar10``, an ``.npz``
+   such as the JPEG copy ``/work/shared/data/cifar10_jpeg.npz``). ``--base-only`` stops here.
+2. Wrap it in ``DasNet`` and run SNES for ``--search-seconds`` (or exactly ``--search-iterations``):
+   each iteration uses ``--batch`` random (un-augmented) training images as the fitness images.
+   Every ``--eval-every`` iterations ``mu`` is scored on the validation split; the best ``mu`` on
+   validation (iteration 0 = the base itself) is kept.
 3. Evaluate the base and the validation-selected dasNet once on the same test images.
 4. Time ``population_fitness`` for the ``p`` candidates in one batched call vs ``p`` calls of one.
 
     nice python benchmarks/bench_dasnet.py --data /usr/share/datasets/fashion-mnist --threads 1
     nice python benchmarks/bench_dasnet.py --base runs/bench_dasnet_s0/base.pt --speed-only \
         --batch 32 --population 32 --passes 2 --speed-rounds 7     # step 4 alone
+    nice python benchmarks/bench_dasnet.py --dataset cifar10 --base-only --base-epochs 3 --out runs/c10
+    nice python benchmarks/bench_dasnet.py --dataset cifar10 --base runs/c10/base.pt --recalibrate-bn \
+        --search-iterations 150 --speed-rounds 0 --out runs/c10_s0
 
 Writes ``results.json``, ``base.pt``, ``gains.png`` and ``changed.png`` under ``--out``
-(``speed.json`` only, with ``--speed-only``).
+(``speed.json`` only, with ``--speed-only``; ``base.pt`` and ``base.json`` with ``--base-only``).
 """
 
 from __future__ import annotations
@@ -31,8 +37,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from visattn.data.npz import load_npz_arrays
+from visattn.data.transforms import random_crop_flip
+from visattn.models import create_model
 from visattn.models.dasnet import DasNet
 from visattn.models.mnist_cnn import MnistCNN
+
+DEFAULT_DATA = {
+    "fashion_mnist": "/usr/share/datasets/fashion-mnist",
+    "cifar10": "/work/shared/data/cifar10_jpeg.npz",
+}
+DEFAULT_MODEL = {"fashion_mnist": "mnist_cnn", "cifar10": "resnet20"}
 
 
 def _idx(path: Path) -> np.ndarray:
@@ -65,6 +80,51 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return 100.0 * hits / len(x)
 
 
+def make_base(args) -> torch.nn.Module:
+    if args.model == "mnist_cnn":
+        return MnistCNN()
+    return create_model(args.model, num_classes=10, in_chans=3 if args.dataset == "cifar10" else 1)
+
+
+def train_cifar_base(xtr_u8: torch.Tensor, ytr: torch.Tensor, prep, args) -> tuple[torch.nn.Module, float]:
+    """SGD (Nesterov, momentum 0.9, weight decay 5e-4), batch 128, linear warm-up over the first 2% of
+    the steps then cosine to 0, pad-4 random crop + horizontal flip; trained channels-last (faster on
+    CPU), returned in the default memory format."""
+    torch.manual_seed(args.seed)
+    net = make_base(args).to(memory_format=torch.channels_last)
+    decay = [p for p in net.parameters() if p.ndim > 1]
+    rest = [p for p in net.parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": 5e-4}, {"params": rest, "weight_decay": 0.0}],
+        lr=args.base_lr,
+        momentum=0.9,
+        nesterov=True,
+    )
+    steps = args.base_epochs * -(-len(xtr_u8) // 128)
+    warm = max(1, steps // 50)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + np.cos(np.pi * (s - warm) / (steps - warm)))
+    )
+    gen = torch.Generator().manual_seed(args.seed)
+    t0, step = time.perf_counter(), 0
+    net.train()
+    for epoch in range(args.base_epochs):
+        for idx in torch.randperm(len(xtr_u8), generator=gen).split(128):
+            xb = prep(random_crop_flip(xtr_u8[idx], 4, 0.5, generator=gen))
+            loss = F.cross_entropy(net(xb.contiguous(memory_format=torch.channels_last)), ytr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if step % 50 == 0:
+                print(
+                    f"epoch {epoch} step {step}/{steps} loss {loss.item():.3f} {time.perf_counter() - t0:.0f}s",
+                    flush=True,
+                )
+    return net.to(memory_format=torch.contiguous_format).eval(), time.perf_counter() - t0
+
+
 def train_base(xtr, ytr, args) -> tuple[MnistCNN, float]:
     torch.manual_seed(args.seed)
     net = MnistCNN()
@@ -92,7 +152,7 @@ def recalibrate_bn(base: torch.nn.Module, x: torch.Tensor, n: int = 10000) -> to
             m.momentum = None  # cumulative average
     recal.train()
     with torch.no_grad():
-        for i in range(0, n, 500):
+        for i in range(0, min(n, len(x)), 500):
             recal(x[i : i + 500])
     return recal.eval()
 
@@ -150,13 +210,19 @@ def time_population(net: DasNet, x, y, rounds: int = 3) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    ap.add_argument("--dataset", choices=sorted(DEFAULT_DATA), default="fashion_mnist")
+    ap.add_argument("--data", type=Path, default=None, help="idx.gz folder or .npz (default per --dataset)")
+    ap.add_argument(
+        "--model", choices=["mnist_cnn", "resnet20"], default=None, help="base (default per --dataset)"
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/bench_dasnet"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0, help="data split and base training")
     ap.add_argument("--search-seed", type=int, default=0)
     ap.add_argument("--val", type=int, default=5000)
     ap.add_argument("--base-epochs", type=int, default=1)
+    ap.add_argument("--base-lr", type=float, default=0.1, help="peak SGD lr of the CIFAR base")
+    ap.add_argument("--base-only", action="store_true", help="train the base, evaluate it, and stop")
     ap.add_argument(
         "--recalibrate-bn", action="store_true", help="re-estimate the base's BN statistics first"
     )
@@ -168,39 +234,105 @@ def main() -> None:
     ap.add_argument("--sigma0", type=float, default=0.05)
     ap.add_argument("--steer", type=str, default=None, help="comma-separated layer names")
     ap.add_argument("--search-seconds", type=float, default=180.0)
+    ap.add_argument(
+        "--search-iterations",
+        type=int,
+        default=None,
+        help="run exactly this many SNES iterations (not seconds)",
+    )
     ap.add_argument("--eval-every", type=int, default=20)
     ap.add_argument("--val-eval", type=int, default=2000, help="validation images scored during the search")
     ap.add_argument(
         "--speed-only", action="store_true", help="only time batched vs one-at-a-time scoring (needs --base)"
     )
-    ap.add_argument("--speed-rounds", type=int, default=3, help="interleaved A/B timing rounds")
+    ap.add_argument(
+        "--speed-rounds", type=int, default=3, help="interleaved A/B timing rounds (0: no timing)"
+    )
     ap.add_argument("--max-images", type=int, default=64, help="DasNet max_images (images per base forward)")
     args = ap.parse_args()
+    args.data = Path(DEFAULT_DATA[args.dataset]) if args.data is None else args.data
+    args.model = DEFAULT_MODEL[args.dataset] if args.model is None else args.model
     if args.speed_only and args.base is None:
         ap.error("--speed-only needs --base")
+    if args.speed_only and args.speed_rounds < 1:
+        ap.error("--speed-only needs --speed-rounds >= 1")
+    if args.dataset == "cifar10" and args.model == "mnist_cnn":
+        ap.error("--dataset cifar10 needs a 3-channel base, e.g. --model resnet20")
+    if args.dataset != "cifar10" and args.model != "mnist_cnn":
+        ap.error(f"--model {args.model} is trained here only with --dataset cifar10")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
-    x_train, y_train, x_test, y_test = load(args.data)
-    perm = np.random.default_rng(args.seed).permutation(len(x_train))
-    val_idx, tr_idx = perm[: args.val], perm[args.val :][: args.train_limit]
-    mean, std = x_train[tr_idx].mean() / 255.0, x_train[tr_idx].std() / 255.0
+    if args.dataset == "cifar10":  # uint8 (N, 3, 32, 32); training images stay uint8 (augmented per batch)
+        arr = load_npz_arrays(args.data)
+        perm = np.random.default_rng(args.seed).permutation(len(arr["x_train"]))
+        val_idx, tr_idx = perm[: args.val], perm[args.val :][: args.train_limit]
+        xtr = arr["x_train"][torch.from_numpy(tr_idx)]
+        cmean = xtr.float().mean(dim=(0, 2, 3)).view(1, 3, 1, 1) / 255.0
+        cstd = xtr.float().std(dim=(0, 2, 3)).view(1, 3, 1, 1) / 255.0
 
-    def prep(a):
-        return ((torch.from_numpy(np.ascontiguousarray(a)).float() / 255.0 - mean) / std)[:, None]
+        def prep_c(a: torch.Tensor) -> torch.Tensor:
+            return (a.float() / 255.0 - cmean) / cstd
 
-    xtr, ytr = prep(x_train[tr_idx]), torch.from_numpy(y_train[tr_idx].astype(np.int64))
-    xva, yva = prep(x_train[val_idx]), torch.from_numpy(y_train[val_idx].astype(np.int64))
-    xte, yte = prep(x_test), torch.from_numpy(y_test.astype(np.int64))
+        ytr = arr["y_train"][torch.from_numpy(tr_idx)]
+        xva, yva = (
+            prep_c(arr["x_train"][torch.from_numpy(val_idx)]),
+            arr["y_train"][torch.from_numpy(val_idx)],
+        )
+        xte, yte = prep_c(arr["x_test"]), arr["y_test"]
+
+        def fetch(i):
+            return prep_c(xtr[i])
+    else:
+        x_train, y_train, x_test, y_test = load(args.data)
+        perm = np.random.default_rng(args.seed).permutation(len(x_train))
+        val_idx, tr_idx = perm[: args.val], perm[args.val :][: args.train_limit]
+        mean, std = x_train[tr_idx].mean() / 255.0, x_train[tr_idx].std() / 255.0
+
+        def prep(a):
+            return ((torch.from_numpy(np.ascontiguousarray(a)).float() / 255.0 - mean) / std)[:, None]
+
+        xtr, ytr = prep(x_train[tr_idx]), torch.from_numpy(y_train[tr_idx].astype(np.int64))
+        xva, yva = prep(x_train[val_idx]), torch.from_numpy(y_train[val_idx].astype(np.int64))
+        xte, yte = prep(x_test), torch.from_numpy(y_test.astype(np.int64))
+
+        def fetch(i):
+            return xtr[i]
 
     if args.base is not None:
-        base, base_time = MnistCNN().eval(), 0.0
+        base, base_time = make_base(args).eval(), 0.0
         base.load_state_dict(torch.load(args.base, weights_only=True))
+    elif args.dataset == "cifar10":
+        base, base_time = train_cifar_base(xtr, ytr, prep_c, args)
     else:
         base, base_time = train_base(xtr, ytr, args)
+    if args.base_only:
+        torch.save(base.state_dict(), args.out / "base.pt")
+        recal = recalibrate_bn(base, fetch(slice(0, 10000)))
+        res = {
+            "data": str(args.data),
+            "dataset": args.dataset,
+            "model": args.model,
+            "seed": args.seed,
+            "base_epochs": args.base_epochs,
+            "base_lr": args.base_lr,
+            "train_images": len(xtr),
+            "val_images": len(xva),
+            "base_train_s": base_time,
+            "base_val_top1": accuracy(base, xva, yva),
+            "bn_recalibrated_base_val_top1": accuracy(recal, xva, yva),
+            "test_images": len(xte),
+            "base_test_top1": accuracy(base, xte, yte),
+            "bn_recalibrated_base_test_top1": accuracy(recal, xte, yte),
+            "total_s": time.perf_counter() - t_start,
+            "total_cpu_s": time.process_time(),
+        }
+        (args.out / "base.json").write_text(json.dumps(res, indent=1))
+        print(json.dumps(res, indent=1))
+        return
     if args.recalibrate_bn:
-        base = recalibrate_bn(base, xtr)
+        base = recalibrate_bn(base, fetch(slice(0, 10000)))
     torch.save(base.state_dict(), args.out / "base.pt")
     base_state = {k: v.clone() for k, v in base.state_dict().items()}
     steer = [s.strip() for s in args.steer.split(",")] if args.steer else None
@@ -215,8 +347,8 @@ def main() -> None:
         max_images=args.max_images,
     )
     if args.speed_only:  # the candidates are drawn around mu = 0 (timing does not depend on theta)
-        net.calibrate(xtr[: args.batch])
-        speed = time_population(net, xtr[: args.batch], ytr[: args.batch], args.speed_rounds)
+        net.calibrate(fetch(slice(0, args.batch)))
+        speed = time_population(net, fetch(slice(0, args.batch)), ytr[: args.batch], args.speed_rounds)
         res = {"data": str(args.data), "base": str(args.base), "threads": args.threads, "speed": speed}
         (args.out / "speed.json").write_text(json.dumps(res, indent=1))
         print(json.dumps(res, indent=1))
@@ -233,10 +365,16 @@ def main() -> None:
     best = {"iteration": 0, "val_top1": base_val, "mu": net.search.mu.clone()}
     history = []
     t0, c0, it = time.perf_counter(), time.process_time(), 0
-    while time.perf_counter() - t0 < args.search_seconds:
+
+    def searching() -> bool:
+        if args.search_iterations is not None:
+            return it < args.search_iterations
+        return time.perf_counter() - t0 < args.search_seconds
+
+    while searching():
         idx = torch.randint(0, len(xtr), (args.batch,), generator=gen)
         net.train()
-        stats = net.train_step(xtr[idx], ytr[idx])
+        stats = net.train_step(fetch(idx), ytr[idx])
         it += 1
         if it % args.eval_every == 0:
             val = accuracy(net, xv, yv)
@@ -253,13 +391,20 @@ def main() -> None:
     net.search.mu.copy_(best["mu"])
     test_base = accuracy(base, xte, yte)
     test_das = accuracy(net, xte, yte)
-    test_recal = accuracy(recalibrate_bn(base, xtr), xte, yte)
-    speed = time_population(net, xtr[: args.batch], ytr[: args.batch], args.speed_rounds)
+    test_recal = accuracy(recalibrate_bn(base, fetch(slice(0, 10000))), xte, yte)
+    speed = (
+        time_population(net, fetch(slice(0, args.batch)), ytr[: args.batch], args.speed_rounds)
+        if args.speed_rounds > 0
+        else None
+    )
     from visattn.viz.gains import dasnet_report
 
     rep = dasnet_report(net, xte[:512], yte[:512], args.out, images=4)
     res = {
         "data": str(args.data),
+        "dataset": args.dataset,
+        "model": args.model,
+        "base": str(args.base),
         "seed": args.seed,
         "search_seed": args.search_seed,
         "passes": args.passes,
@@ -272,6 +417,7 @@ def main() -> None:
         "recalibrate_bn": args.recalibrate_bn,
         "base_train_s": base_time,
         "search_iterations": it,
+        "search_iterations_fixed": args.search_iterations is not None,
         "search_s": search_time,
         "search_cpu_s": search_cpu,
         "best_val_iteration": best["iteration"],
