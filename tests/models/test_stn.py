@@ -102,3 +102,22 @@ def test_bad_inputs_raise() -> None:
         model(torch.randn(2, 1, 42, 42))
     with pytest.raises(ValueError, match="1 channels"):
         model(torch.randn(2, 3, 28, 28))
+
+
+def test_cnn_pool_before_relu_is_exactly_conv_relu_pool() -> None:
+    """The CNN pools before its ReLUs (cheaper); values and gradients equal the textbook order."""
+    torch.manual_seed(3)
+    model = visattn.create_model("cnn_mnist", image_size=42)
+    f = model.classifier.features
+    conv1, conv2 = f[0], f[3]
+    assert isinstance(f[1], torch.nn.MaxPool2d) and isinstance(f[2], torch.nn.ReLU)
+    x = torch.randn(4, 1, 42, 42, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    out = model(x)
+    pool, relu = torch.nn.functional.max_pool2d, torch.relu
+    h = pool(relu(conv2(pool(relu(conv1(x_ref)), 2))), 2)
+    ref = model.classifier.fc(h.flatten(1))
+    assert torch.equal(out, ref)
+    (g,) = torch.autograd.grad(out.square().sum(), x)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x_ref)
+    assert torch.equal(g, g_ref) and g.abs().sum() > 0
