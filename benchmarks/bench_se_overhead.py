@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in names:  # warm-up: allocator, oneDNN primitive caches
         for fn in [*tasks[name].values(), tasks[name]["train b8"]]:  # 2nd step: momentum buffers exist
             fn()
+    load_start = os.getloadavg()
     clocks = ("cpu", "wall")
     times = {c: {n: {t: [] for t in tasks[n]} for n in names} for c in clocks}
     for r in range(args.rounds):
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
         ("visattn se_resnet50", "torchvision resnet50"),
         ("visattn resnet50", "torchvision resnet50"),
     )
-    summary: dict = {}
+    summary: dict = {"load_average_1_5_15min": {"start": load_start, "end": os.getloadavg()}}
+    print(f"load average (1, 5, 15 min) at start {load_start}, at end {os.getloadavg()}")
     for clock in clocks:
         tc = times[clock]
         med = {n: {t: 1e3 * statistics.median(v) for t, v in tc[n].items()} for n in names}
