@@ -7,10 +7,12 @@ before the addition (the paper's Fig. 3): ``y = relu(g(u) * u + shortcut(x))`` w
 * ImageNet-style: ``se_resnet18`` (basic blocks) and ``se_resnet50`` (bottlenecks) use ``SEBasicBlock`` and
   ``SEBottleneck``: the same parameters and names as ``resnet18/50`` with ``attn_layer="se"`` (so their
   weights load into each other with ``strict=True``), but the block ends in
-  ``SqueezeExcite.residual_relu``: the rescale and the residual add in one pass,
-  ``relu(addcmul(shortcut, u, g))``, written in place into ``u`` when no gradient is recorded, and a
-  fused backward in training. This keeps SE's extra cost near the squeeze (one read of ``u``) and the
-  two small layers; see ``docs/results/se.md`` for the measured overhead.
+  ``SqueezeExcite.norm_residual_relu(c, bn, shortcut)`` from the last convolution's output ``c``: without
+  autograd, ``u = bn(c)`` then the rescale and the residual add in one pass, ``relu(addcmul(shortcut, u,
+  g))``, written in place into ``u``; in training, the batch norm, gate, rescale, add and ReLU are one
+  hand-differentiated function that does not keep ``u`` for backward. Outputs, gradients and BN running
+  statistics equal the unfused block's (tested in float64). This keeps SE's extra cost near the squeeze
+  (one read of ``u``) and the two small layers; see ``docs/results/se.md`` for the measured overhead.
 
 SE options go in ``attn_kwargs`` (e.g. ``{"reduction": 8}``).
 
