@@ -12,6 +12,7 @@ is timed as a reference for visattn's plain block.
 Usage::
 
     nice python benchmarks/bench_se_overhead.py --rounds 12 --json /tmp/se_overhead.json
+    nice python benchmarks/bench_se_overhead.py --tasks "infer b1" --rounds 40 --reps-b1 5   # one task only
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import visattn
 
 __all__ = ["main"]
 
+TASKS = ("infer b1", "infer b8", "train b8")
 PAIRS = (("visattn se_resnet50", "visattn resnet50"), ("timm seresnet50", "timm resnet50"))
 
 
@@ -82,20 +84,28 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reps-b1", type=int, default=3, help="batch-1 forwards averaged per round")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="write the raw times and summary here")
+    ap.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(TASKS),
+        choices=TASKS,
+        help="which tasks to time (all three by default)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = build_models()
     tasks = {name: make_tasks(m, args.reps_b1) for name, m in models.items()}
     names = list(models)
+    tasks = {n: {t: fn for t, fn in per.items() if t in args.tasks} for n, per in tasks.items()}
     for name in names:  # warm-up: allocator, oneDNN primitive caches
-        for fn in [*tasks[name].values(), tasks[name]["train b8"]]:  # 2nd step: momentum buffers exist
+        for fn in [*tasks[name].values(), *tasks[name].values()]:  # 2nd train step: momentum buffers exist
             fn()
     load_start = os.getloadavg()
     clocks = ("cpu", "wall")
     times = {c: {n: {t: [] for t in tasks[n]} for n in names} for c in clocks}
     for r in range(args.rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
-        for task in ("infer b1", "infer b8", "train b8"):
+        for task in args.tasks:
             for name in order:
                 for clock, value in zip(clocks, tasks[name][task]()):
                     times[clock][name][task].append(value)
