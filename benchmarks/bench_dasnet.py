@@ -16,10 +16,12 @@ speed of batched vs one-at-a-time population evaluation.
     nice python benchmarks/bench_dasnet.py --base runs/bench_dasnet_s0/base.pt --speed-only \
         --batch 32 --population 32 --passes 2 --speed-rounds 7     # step 4 alone
     nice python benchmarks/bench_dasnet.py --dataset cifar10 --base-only --base-epochs 3 --out runs/c10
-    nice python benchmarks/bench_dasnet.py --dataset cifar10 --base runs/c10/base.pt --recalibrate-bn \
-        --search-iterations 150 --speed-rounds 0 --out runs/c10_s0
+    nice python benchmarks/bench_dasnet.py --dataset cifar10 --base runs/c10/base.pt --sigma0 0.035 \
+        --steer layer3.0.conv2,layer3.1.conv2,layer3.2.conv2 --search-iterations 150 --batch 32 \
+        --eval-every 10 --val-eval 1000 --speed-rounds 0 --out runs/c10_s0
 
-Writes ``results.json``, ``base.pt``, ``gains.png`` and ``changed.png`` under ``--out``
+Writes ``results.json``, ``base.pt``, ``mu.pt`` (final and selected ``mu``), ``gains.png`` and
+``changed.png`` under ``--out``
 (``speed.json`` only, with ``--speed-only``; ``base.pt`` and ``base.json`` with ``--base-only``).
 """
 
@@ -388,6 +390,7 @@ def main() -> None:
     search_time, search_cpu = time.perf_counter() - t0, time.process_time() - c0
     unchanged = all(torch.equal(base_state[k], v) for k, v in net.base.state_dict().items())
 
+    torch.save({"final_mu": net.search.mu.clone(), "best_mu": best["mu"]}, args.out / "mu.pt")
     net.search.mu.copy_(best["mu"])
     test_base = accuracy(base, xte, yte)
     test_das = accuracy(net, xte, yte)
