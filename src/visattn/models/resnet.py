@@ -28,6 +28,15 @@ def _downsample(in_planes: int, out_planes: int, stride: int) -> nn.Module | Non
     return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False), nn.BatchNorm2d(out_planes))
 
 
+def _add_shortcut(out: torch.Tensor, identity: torch.Tensor, attn: nn.Module) -> torch.Tensor:
+    """``out + identity``; in place when ``out`` is the batch norm's own output (no attention module),
+    as torchvision's blocks do (batch norm's backward does not need its output), which saves one
+    allocation per block; a new tensor otherwise, since an attention module's backward may need it."""
+    if type(attn) is nn.Identity:
+        return out.add_(identity)
+    return out + identity
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convs; ``(B, in_planes, H, W) -> (B, planes, H / stride, W / stride)``."""
 
@@ -59,7 +68,7 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.attn(self.bn2(self.conv2(out)))
-        return self.relu(out + identity)
+        return self.relu(_add_shortcut(out, identity, self.attn))
 
 
 class Bottleneck(nn.Module):
@@ -98,7 +107,7 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.attn(self.bn3(self.conv3(out)))
-        return self.relu(out + identity)
+        return self.relu(_add_shortcut(out, identity, self.attn))
 
 
 class ResNet(nn.Module):
