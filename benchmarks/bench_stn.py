@@ -25,6 +25,12 @@ from safetensors.torch import load_file, save_file
 
 import visattn
 from visattn.data import load_dataset
+from visattn.data.distorted import _NAMES, distort
+
+
+def distorted_names() -> dict[str, str]:
+    """Distortion kind (``"RTS"``) -> registered dataset name (``"mnist_rts"``)."""
+    return dict(_NAMES)
 
 
 def parse_args() -> argparse.Namespace:
@@ -65,6 +71,12 @@ def parse_args() -> argparse.Namespace:
         " validation curve so far to --out, so an interrupted long run keeps its selected checkpoint",
     )
     p.add_argument(
+        "--fresh-train",
+        action="store_true",
+        help="draw new distortions of the training digits every epoch (seed 1e6 + 1000 seed + epoch; the"
+        " validation digits are never trained on) instead of one fixed generated training set",
+    )
+    p.add_argument(
         "--test-checkpoint",
         default=None,
         help="only evaluate this --save file (of --models' single model) on the test set and stop",
@@ -101,7 +113,11 @@ def train_one(name: str, data: dict[str, Any], args: argparse.Namespace) -> dict
     g = torch.Generator().manual_seed(args.seed)
     best = {"val_error": float("inf"), "step": 0, "state": None}
     curve, step_time, step = [], 0.0, 0
+    epoch = 0
     while step < args.steps:
+        if epoch > 0 and args.fresh_train:
+            x_tr = data["regenerate"](epoch)
+        epoch += 1
         for idx in torch.randperm(len(x_tr), generator=g).split(args.batch_size):
             if step == args.steps:
                 break
@@ -191,7 +207,15 @@ def main() -> None:
     val_idx, tr_idx = perm[: args.val_size], perm[args.val_size :]
     if args.train_size:
         tr_idx = tr_idx[: args.train_size]
+
+    def regenerate(epoch: int) -> torch.Tensor:
+        """The training digits with new distortions (same digits, labels and order as ``x[tr_idx]``)."""
+        kind = {v: k for k, v in distorted_names().items()}[args.dataset]
+        source = load_dataset("mnist", data_dir=args.data_dir).train.images[tr_idx]
+        return prep(distort(source, kind, seed=1_000_000 + 1000 * args.seed + epoch)[0])
+
     data = {
+        "regenerate": regenerate,
         "size": ds.image_size[0],
         "train": (x[tr_idx], y[tr_idx]),
         "val": (x[val_idx], y[val_idx]),
