@@ -234,6 +234,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64, help="fitness images per SNES iteration")
     ap.add_argument("--population", type=int, default=None)
     ap.add_argument("--sigma0", type=float, default=0.05)
+    ap.add_argument("--eta-mu", type=float, default=None, help="SNES step of mu (default 1)")
     ap.add_argument("--steer", type=str, default=None, help="comma-separated layer names")
     ap.add_argument("--search-seconds", type=float, default=180.0)
     ap.add_argument(
@@ -345,6 +346,7 @@ def main() -> None:
         steer=steer,
         population=args.population,
         sigma0=args.sigma0,
+        eta_mu=args.eta_mu,
         seed=args.search_seed,
         max_images=args.max_images,
     )
@@ -415,6 +417,7 @@ def main() -> None:
         "population": net.search.population,
         "batch": args.batch,
         "sigma0": args.sigma0,
+        "eta_mu": net.search.eta_mu,
         "steer": net.steer,
         "base_epochs": args.base_epochs,
         "recalibrate_bn": args.recalibrate_bn,
