@@ -25,12 +25,14 @@ from safetensors.torch import load_file, save_file
 
 import visattn
 from visattn.data import load_dataset
-from visattn.data.distorted import _NAMES, distort
+from visattn.data.distorted import distort
+
+KINDS = {"mnist_rotated": "R", "mnist_rts": "RTS", "mnist_projective": "P", "mnist_elastic": "E"}
 
 
-def distorted_names() -> dict[str, str]:
-    """Distortion kind (``"RTS"``) -> registered dataset name (``"mnist_rts"``)."""
-    return dict(_NAMES)
+def model_options(name: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``create_model`` keyword arguments of model ``name`` for ``size x size`` inputs."""
+    return {"image_size": size} | ({"transform": args.transform} if name.startswith("st_") else {})
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,7 +41,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--dataset",
         default="mnist_rts",
-        choices=["mnist_rotated", "mnist_rts", "mnist_projective", "mnist_elastic"],
+        choices=list(KINDS),
     )
     p.add_argument("--models", nargs="+", default=["cnn_mnist", "st_cnn_mnist"])
     p.add_argument("--transform", default="affine", help="transform of the st_* models")
@@ -96,10 +98,7 @@ def error_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: 
 
 def train_one(name: str, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
-    opts = {"image_size": data["size"]}
-    if name.startswith("st_"):
-        opts["transform"] = args.transform
-    model = visattn.create_model(name, **opts)
+    model = visattn.create_model(name, **model_options(name, data["size"], args))
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     loc = [p for n, p in model.named_parameters() if ".localization." in f".{n}"]
@@ -208,11 +207,13 @@ def main() -> None:
     if args.train_size:
         tr_idx = tr_idx[: args.train_size]
 
+    source: list[torch.Tensor] = []  # the undistorted training digits, loaded on first use
+
     def regenerate(epoch: int) -> torch.Tensor:
         """The training digits with new distortions (same digits, labels and order as ``x[tr_idx]``)."""
-        kind = {v: k for k, v in distorted_names().items()}[args.dataset]
-        source = load_dataset("mnist", data_dir=args.data_dir).train.images[tr_idx]
-        return prep(distort(source, kind, seed=1_000_000 + 1000 * args.seed + epoch)[0])
+        if not source:
+            source.append(load_dataset("mnist", data_dir=args.data_dir).train.images[tr_idx])
+        return prep(distort(source[0], KINDS[args.dataset], seed=1_000_000 + 1000 * args.seed + epoch)[0])
 
     data = {
         "regenerate": regenerate,
@@ -230,10 +231,7 @@ def main() -> None:
         if len(args.models) != 1:
             raise ValueError(f"--test-checkpoint needs exactly one model in --models, got {args.models}")
         name = args.models[0]
-        opts = {"image_size": data["size"]} | (
-            {"transform": args.transform} if name.startswith("st_") else {}
-        )
-        model = visattn.create_model(name, **opts)
+        model = visattn.create_model(name, **model_options(name, data["size"], args))
         model.load_state_dict(load_file(args.test_checkpoint))
         print(f"{name} from {args.test_checkpoint}: test error {error_rate(model, *data['test']):.2f}%")
         return None
