@@ -13,6 +13,7 @@ Usage::
 
     nice python benchmarks/bench_se_overhead.py --rounds 12 --json /tmp/se_overhead.json
     nice python benchmarks/bench_se_overhead.py --tasks "infer b1" --rounds 40 --reps-b1 5   # one task only
+    nice python benchmarks/bench_se_overhead.py --rounds 10 --fused-plain   # + plain net with the fused BN tail
 """
 
 from __future__ import annotations
@@ -35,18 +36,56 @@ TASKS = ("infer b1", "infer b8", "train b8")
 PAIRS = (("visattn se_resnet50", "visattn resnet50"), ("timm seresnet50", "timm resnet50"))
 
 
-def build_models() -> dict[str, nn.Module]:
+FUSED_PLAIN = "visattn resnet50 fused BN"
+
+
+class _FusedBNBottleneck(nn.Module):
+    """Forward of a plain ``Bottleneck`` whose training-mode ``relu(bn3(c) + shortcut)`` uses the fused
+    batch-norm tail of ``se_resnet50`` without the gate (``_se_fused.BNResidualReLU``): a reference that
+    separates SE's own cost from the speed of the fused batch norm. Eval mode is the plain block's."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from visattn.attention._se_fused import BNResidualReLU
+
+        b = self.block
+        identity = x if b.downsample is None else b.downsample(x)
+        out = b.relu(b.bn1(b.conv1(x)))
+        out = b.relu(b.bn2(b.conv2(out)))
+        c, bn = b.conv3(out), b.bn3
+        if not (bn.training and torch.is_grad_enabled()):
+            return b.relu(bn(c).add_(identity))
+        bn.num_batches_tracked.add_(1)
+        stats = (bn.running_mean, bn.running_var, bn.momentum, bn.eps)
+        return BNResidualReLU.apply(c, identity, stats, bn.weight, bn.bias)
+
+
+def _fused_plain_resnet50() -> nn.Module:
+    model = visattn.create_model("resnet50", num_classes=1000)
+    for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+        for i in range(len(stage)):
+            stage[i] = _FusedBNBottleneck(stage[i])
+    return model
+
+
+def build_models(fused_plain: bool = False) -> dict[str, nn.Module]:
     import timm
     import torchvision
 
     torch.manual_seed(0)
-    return {
+    models = {
         "visattn resnet50": visattn.create_model("resnet50", num_classes=1000),
         "visattn se_resnet50": visattn.create_model("se_resnet50", num_classes=1000),
         "timm resnet50": timm.create_model("resnet50", pretrained=False),
         "timm seresnet50": timm.create_model("seresnet50", pretrained=False),
         "torchvision resnet50": torchvision.models.resnet50(),
     }
+    if fused_plain:
+        models[FUSED_PLAIN] = _fused_plain_resnet50()
+    return models
 
 
 def make_tasks(model: nn.Module, reps_b1: int) -> dict[str, Callable[[], tuple[float, float]]]:
@@ -91,9 +130,14 @@ def main(argv: list[str] | None = None) -> dict:
         choices=TASKS,
         help="which tasks to time (all three by default)",
     )
+    ap.add_argument(
+        "--fused-plain",
+        action="store_true",
+        help=f"also time {FUSED_PLAIN!r}: resnet50 with se_resnet50's fused batch-norm tail, no gate",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    models = build_models()
+    models = build_models(args.fused_plain)
     tasks = {name: make_tasks(m, args.reps_b1) for name, m in models.items()}
     names = list(models)
     tasks = {n: {t: fn for t, fn in per.items() if t in args.tasks} for n, per in tasks.items()}
@@ -115,6 +159,11 @@ def main(argv: list[str] | None = None) -> dict:
         *PAIRS,
         ("visattn se_resnet50", "torchvision resnet50"),
         ("visattn resnet50", "torchvision resnet50"),
+        *(
+            [("visattn se_resnet50", FUSED_PLAIN), (FUSED_PLAIN, "visattn resnet50")]
+            if args.fused_plain
+            else []
+        ),
     )
     summary: dict = {"load_average_1_5_15min": {"start": load_start, "end": os.getloadavg()}}
     print(f"load average (1, 5, 15 min) at start {load_start}, at end {os.getloadavg()}")

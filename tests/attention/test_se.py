@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import visattn
-from visattn.attention import AttentionTap, SqueezeExcite, create_attention, get_attention_class
+from visattn.attention import AttentionTap, SqueezeExcite, _se_fused, create_attention, get_attention_class
 from visattn.viz.excitation import excitation_stats, plot_excitations
 
 POOLS = ("avg", "max")
@@ -316,7 +316,7 @@ def test_norm_residual_relu_gradcheck_and_matches_unfused(gate, identity_init):
         grads.append(
             [y, c.grad, sc.grad, norm.weight.grad, norm.bias.grad, *(p.grad for p in se.parameters())]
         )
-    assert type(grads[0][0].grad_fn).__name__.startswith("_BNAvgSEResidualReLU")  # the fused path ran
+    assert type(grads[0][0].grad_fn).__name__.startswith("BNAvgSEResidualReLU")  # the fused path ran
     for fused, plain in zip(*grads):
         torch.testing.assert_close(fused, plain)
     for name, buf in bn.named_buffers():
@@ -338,7 +338,7 @@ def test_norm_residual_relu_running_stats_and_fallbacks():
     # eval mode, hooks on the norm, no affine parameters, max pooling, no autograd: the unfused path
     seen = []
     bn.register_forward_hook(lambda m, i, o: seen.append(o.shape))
-    assert se.norm_residual_relu(c, bn, sc).grad_fn.__class__.__name__.startswith("_AvgSEResidualReLU")
+    assert se.norm_residual_relu(c, bn, sc).grad_fn.__class__.__name__.startswith("AvgSEResidualReLU")
     assert seen == [c.shape]
     for norm in (torch.nn.BatchNorm2d(6).eval(), torch.nn.BatchNorm2d(6, affine=False)):
         torch.testing.assert_close(se.norm_residual_relu(c, norm, sc), torch.relu(se(norm(c)) + sc))
@@ -366,7 +366,7 @@ def test_se_resnet_training_step_equals_the_unfused_model(name, plain):
         if node is not None and type(node).__name__ not in nodes:
             nodes.add(type(node).__name__)
             stack.extend(fn for fn, _ in node.next_functions)
-    assert any(n.startswith("_BNAvgSEResidualReLU") for n in nodes)
+    assert any(n.startswith("BNAvgSEResidualReLU") for n in nodes)
     torch.testing.assert_close(losses[0], losses[1])
     for loss in losses:
         loss.backward()
@@ -376,3 +376,106 @@ def test_se_resnet_training_step_equals_the_unfused_model(name, plain):
     ref_bufs = dict(ref.named_buffers())
     for n, b in fused.named_buffers():
         torch.testing.assert_close(b, ref_bufs[n], msg=n)
+
+
+@pytest.mark.parametrize("min_numel", [0, 1 << 30])
+def test_norm_residual_relu_eval_fused_path(monkeypatch, min_numel):
+    # eval-mode BN without autograd: BN(c) never written, squeeze from c, result into c when inplace
+    # (min_numel 0); maps under the size threshold take the unfused path (1 << 30): same results
+    monkeypatch.setattr(_se_fused, "EVAL_FUSE_MIN_NUMEL", min_numel)
+    calls = []
+    monkeypatch.setattr(
+        _se_fused,
+        "bn_eval_se_residual_relu",
+        lambda *a, _f=_se_fused.bn_eval_se_residual_relu: calls.append(1) or _f(*a),
+    )
+    torch.manual_seed(0)
+    se = SqueezeExcite(6, reduction=2)
+    torch.nn.init.normal_(se.fc2.weight)
+    bn, _ = _bn_pair(0.1)
+    bn.eval()
+    c, sc = torch.randn(2, 6, 5, 7) * 3 + 2, torch.randn(2, 6, 5, 7)
+    expected = torch.relu(se(bn(c)) + sc)
+    for ctx in (torch.no_grad, torch.inference_mode):
+        with ctx():
+            buf = c.clone()
+            out = se.norm_residual_relu(buf, bn, sc, inplace=True)
+            assert (out.data_ptr() == buf.data_ptr()) == (min_numel == 0)  # unfused: into BN(c)
+            torch.testing.assert_close(out, expected)
+            torch.testing.assert_close(se.norm_residual_relu(c, bn, sc), expected)
+    # nothing requires grad: the fused path, no graph, input untouched without inplace
+    frozen = SqueezeExcite(6, reduction=2).requires_grad_(False)
+    bn.requires_grad_(False)
+    out = frozen.norm_residual_relu(c, bn, sc)
+    assert out.grad_fn is None
+    torch.testing.assert_close(out, torch.relu(frozen(bn(c)) + sc))
+    # eval mode with autograd (e.g. fine-tuning SE behind a frozen BN): the differentiable path
+    cg = c.clone().requires_grad_()
+    out = se.norm_residual_relu(cg, bn, sc)
+    assert type(out.grad_fn).__name__.startswith("AvgSEResidualReLU")
+    out.sum().backward()
+    cr = c.clone().requires_grad_()
+    torch.relu(se(bn(cr)) + sc).sum().backward()
+    torch.testing.assert_close(cg.grad, cr.grad)
+    assert len(calls) == (5 if min_numel == 0 else 0)
+
+
+def test_norm_residual_relu_float32_offsets_channels_last_and_single_value():
+    # float32 with channel means far from 0 (cancellation-prone), against the unfused composition
+    torch.manual_seed(0)
+    se = SqueezeExcite(16, reduction=4)
+    torch.nn.init.normal_(se.fc2.weight, std=0.3)
+    c = (torch.randn(4, 16, 9, 11) * 0.5 + torch.linspace(-20, 20, 16)[:, None, None]).requires_grad_()
+    sc = torch.randn(4, 16, 9, 11, requires_grad=True)
+    bn, twin = torch.nn.BatchNorm2d(16), torch.nn.BatchNorm2d(16)
+    w = torch.randn(4, 16, 9, 11)
+    grads = []
+    for norm, fn in (
+        (bn, lambda: se.norm_residual_relu(c, bn, sc)),
+        (twin, lambda: torch.relu(se(twin(c)) + sc)),
+    ):
+        se.zero_grad()
+        c.grad = sc.grad = None
+        y = fn()
+        (y * w).sum().backward()
+        grads.append(
+            [y, c.grad, sc.grad, norm.weight.grad, norm.bias.grad, *(p.grad for p in se.parameters())]
+        )
+    for fused, plain in zip(*grads):
+        torch.testing.assert_close(fused, plain, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(bn.running_mean, twin.running_mean)
+    torch.testing.assert_close(bn.running_var, twin.running_var)
+    # channels_last is not NCHW-contiguous: the unfused path, same result
+    cl = c.detach().to(memory_format=torch.channels_last)
+    y = se.norm_residual_relu(cl, torch.nn.BatchNorm2d(16), sc)
+    assert not type(y.grad_fn).__name__.startswith("BNAvg")
+    torch.testing.assert_close(y, torch.relu(se(torch.nn.BatchNorm2d(16)(cl)) + sc))
+    # one value per channel in training: BatchNorm2d's own error, as unfused
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        se.norm_residual_relu(torch.randn(1, 16, 1, 1), torch.nn.BatchNorm2d(16), torch.randn(1, 16, 1, 1))
+
+
+def test_fused_plain_bn_tail_matches_batchnorm():
+    # the benchmark's reference tail (fused BN + add + ReLU, no gate) is exact too
+    from visattn.attention._se_fused import BNResidualReLU
+
+    c = torch.randn(3, 6, 4, 5, dtype=torch.float64, requires_grad=True)
+    sc = torch.randn(3, 6, 4, 5, dtype=torch.float64, requires_grad=True)
+    bn, twin = _bn_pair(0.1, torch.float64)
+
+    def fused(a, b):
+        return BNResidualReLU.apply(a, b, (bn.running_mean, bn.running_var, 0.1, bn.eps), bn.weight, bn.bias)
+
+    assert torch.autograd.gradcheck(fused, (c, sc))
+    bn, twin = _bn_pair(0.1, torch.float64)
+    w = torch.randn(3, 6, 4, 5, dtype=torch.float64)
+    grads = []
+    for norm, fn in ((bn, lambda: fused(c, sc)), (twin, lambda: torch.relu(twin(c) + sc))):
+        c.grad = sc.grad = None
+        y = fn()
+        (y * w).sum().backward()
+        grads.append([y, c.grad, sc.grad, norm.weight.grad, norm.bias.grad])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(bn.running_mean, twin.running_mean)
+    torch.testing.assert_close(bn.running_var, twin.running_var)

@@ -31,14 +31,17 @@ The gate ``g`` passes through ``self.tap = AttentionTap("channel")``, shape ``(B
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from visattn._validate import check_choice, check_positive, check_tensor, check_type
+from visattn.attention import _se_fused
 from visattn.attention._registry import register_attention
+from visattn.attention._se_fused import (
+    AvgSEResidualReLU,
+    BNAvgSEResidualReLU,
+    can_fuse,
+)
 from visattn.attention._tap import AttentionTap
 
 __all__ = ["SqueezeExcite", "POOLS", "GATES"]
@@ -161,7 +164,7 @@ class SqueezeExcite(nn.Module):
             weights = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
             if x.requires_grad or shortcut.requires_grad or any(p.requires_grad for p in weights):
                 if self.pool == "avg":
-                    return _AvgSEResidualReLU.apply(x, shortcut, self, *weights)
+                    return AvgSEResidualReLU.apply(x, shortcut, self, *weights)
                 return torch.addcmul(shortcut, x, self.excitation(x).reshape(b, c, 1, 1)).relu_()
         # no autograd: squeeze, excite, then rescale + add + ReLU in one pass (the check above suffices)
         s = x.sum((2, 3)) if self.pool == "avg" else x.amax((2, 3))
@@ -173,13 +176,23 @@ class SqueezeExcite(nn.Module):
     ) -> torch.Tensor:
         """``relu(self(norm(c)) + shortcut)``: the block tail from the last convolution's output ``c``.
 
-        When autograd records, ``pool="avg"`` and ``norm`` is a plain affine ``nn.BatchNorm2d`` in
-        training mode (batch statistics) without hooks, the batch norm, the gate, the rescale, the add
-        and the ReLU are one function with a hand-written backward that does not keep the normalised map
-        ``x = norm(c)`` alive until backward (``c`` is kept, as the batch norm would keep it anyway):
-        ``sum_hw r * x`` is rebuilt as ``a sum_hw r * c + b sum_hw r`` with the batch norm's per-channel
-        ``x = a c + b``. The running statistics (and ``num_batches_tracked``) are updated exactly as
-        ``norm(c)`` updates them. Otherwise this is ``self.residual_relu(norm(c), shortcut, inplace=...)``.
+        When ``pool="avg"``, ``norm`` is a plain affine ``nn.BatchNorm2d`` without hooks, ``c`` is
+        NCHW-contiguous and autocast is off, the normalised map ``x = norm(c)`` is never written: with
+        ``x = a c + b`` per channel, SE's squeeze is ``a mean_hw c + b`` and its rescale merges with the
+        batch norm's affine map, ``y = relu((a g) c + (b g) + shortcut)`` (``visattn.attention._se_fused``):
+
+        * batch statistics (training mode): one function with a hand-written backward
+          (``BNAvgSEResidualReLU``): the batch moments, the running statistics (and
+          ``num_batches_tracked``) updated exactly as ``norm(c)`` updates them, and in backward every
+          reduction SE and the batch norm need from one fused pass;
+        * running statistics (eval mode), no autograd and a map of at least
+          ``_se_fused.EVAL_FUSE_MIN_NUMEL`` elements: three passes (squeeze, scale and shift, add and
+          ReLU), written into ``c``'s memory when ``inplace=True``. Smaller maps (e.g. batch-1
+          inference) take the unfused path: there one pass costs less than the six small operations
+          that fold the batch norm into the gate (see ``docs/results/se.md``).
+
+        Otherwise this is ``self.residual_relu(norm(c), shortcut, inplace=...)``. Outputs, gradients and
+        buffers equal the unfused composition's up to float rounding (tested in float64).
 
         Shapes: ``c (B, C, H, W)``, ``shortcut (B, C, H, W)`` -> ``(B, C, H, W)``.
 
@@ -191,12 +204,11 @@ class SqueezeExcite(nn.Module):
         (True, 1)
         """
         if (
-            torch.is_grad_enabled()
-            and self.pool == "avg"
+            self.pool == "avg"
             and type(norm) is nn.BatchNorm2d
-            and norm.training
             and norm.affine
             and not (norm._forward_hooks or norm._forward_pre_hooks)
+            and can_fuse(c)
             and not torch.is_autocast_enabled(c.device.type)
         ):
             check_tensor(c, "c", ndim=4, channels=self.channels)
@@ -204,176 +216,35 @@ class SqueezeExcite(nn.Module):
                 raise ValueError(
                     f"shortcut must have the shape of c {tuple(c.shape)}, got {tuple(shortcut.shape)}"
                 )
-            fc1, fc2 = self.fc1, self.fc2
-            tensors = (norm.weight, norm.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-            if c.requires_grad or shortcut.requires_grad or any(t.requires_grad for t in tensors):
-                factor = 0.0 if norm.momentum is None else norm.momentum  # as _BatchNorm.forward
-                running_mean = running_var = None
-                if norm.track_running_stats:
-                    running_mean, running_var = norm.running_mean, norm.running_var
-                    if norm.num_batches_tracked is not None:
-                        norm.num_batches_tracked.add_(1)
-                        if norm.momentum is None:  # cumulative moving average
-                            factor = 1.0 / float(norm.num_batches_tracked)
-                stats = (running_mean, running_var, factor, norm.eps)
-                return _BNAvgSEResidualReLU.apply(c, shortcut, self, stats, *tensors)
+            b, _, h, w = c.shape
+            if norm.training or norm.running_mean is None:
+                if b * h * w > 1:  # else BatchNorm2d raises its own error below
+                    return self._bn_train_tail(c, norm, shortcut)
+            elif c.numel() >= _se_fused.EVAL_FUSE_MIN_NUMEL and (
+                not torch.is_grad_enabled()
+                or not any(t.requires_grad for t in (c, shortcut, norm.weight, norm.bias, *self.parameters()))
+            ):
+                with torch.no_grad():
+                    return _se_fused.bn_eval_se_residual_relu(self, c, norm, shortcut, inplace)
         return self.residual_relu(norm(c), shortcut, inplace=inplace)
+
+    def _bn_train_tail(self, c: torch.Tensor, norm: nn.BatchNorm2d, shortcut: torch.Tensor) -> torch.Tensor:
+        """The batch-statistics case of ``norm_residual_relu`` (running statistics as ``BatchNorm2d``)."""
+        factor = 0.0 if norm.momentum is None else norm.momentum  # as _BatchNorm.forward
+        running_mean = running_var = None
+        if norm.training and norm.track_running_stats:
+            running_mean, running_var = norm.running_mean, norm.running_var
+            if norm.num_batches_tracked is not None:
+                norm.num_batches_tracked.add_(1)
+                if norm.momentum is None:  # cumulative moving average
+                    factor = 1.0 / float(norm.num_batches_tracked)
+        fc1, fc2 = self.fc1, self.fc2
+        tensors = (norm.weight, norm.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+        stats = (running_mean, running_var, factor, norm.eps)
+        return BNAvgSEResidualReLU.apply(c, shortcut, self, stats, *tensors)
 
     def extra_repr(self) -> str:
         return (
             f"{self.channels}, reduction={self.reduction}, pool={self.pool!r}, gate={self.gate!r}, "
             f"identity_init={self.identity_init}"
         )
-
-
-def _excite(
-    se: SqueezeExcite,
-    s: torch.Tensor,
-    alpha: float,
-    w1: torch.Tensor,
-    b1: torch.Tensor,
-    w2: torch.Tensor,
-    b2: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Eq. 3 without a graph, from the pooled sums ``s (B, C)``: the hidden layer, ``q = act(z)``, the
-    gate ``g`` (after ``se.tap``), for the hand-written backward of ``_excite_backward``."""
-    hid = torch.addmm(b1, s, w1.t(), alpha=alpha).relu_()
-    z = torch.addmm(b2, hid, w2.t())
-    if se.gate == "sigmoid":
-        q = z.sigmoid_()
-        g = q * 2.0 if se.identity_init else q
-    elif se.gate == "tanh":
-        q = z.tanh_()
-        g = q + 1.0 if se.identity_init else q
-    else:
-        q = g = z.relu_()
-    return hid, q, se.tap(g)
-
-
-def _excite_backward(
-    ctx: Any,
-    grad_g: torch.Tensor,
-    s: torch.Tensor,
-    hid: torch.Tensor,
-    q: torch.Tensor,
-    w1: torch.Tensor,
-    w2: torch.Tensor,
-    needs: tuple[bool, ...],
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """``dL/ds`` and the MLP's ``(dW1, db1, dW2, db2)`` (``None`` where ``needs`` is false) from ``dL/dg``."""
-    if ctx.gate == "sigmoid":
-        dz = q.mul(1.0 - q).mul_(grad_g)
-        if ctx.identity_init:
-            dz.mul_(2.0)
-    elif ctx.gate == "tanh":
-        dz = (1.0 - q * q).mul_(grad_g)
-    else:
-        dz = torch.ops.aten.threshold_backward(grad_g, q, 0)
-    dh = torch.ops.aten.threshold_backward(torch.mm(dz, w2), hid, 0)
-    grad_w1 = torch.mm(dh.t(), s).mul_(ctx.alpha) if needs[0] else None
-    grad_b1 = dh.sum(0) if needs[1] else None
-    grad_w2 = torch.mm(dz.t(), hid) if needs[2] else None
-    grad_b2 = dz.sum(0) if needs[3] else None
-    return torch.mm(dh, w1).mul_(ctx.alpha), grad_w1, grad_b1, grad_w2, grad_b2
-
-
-class _AvgSEResidualReLU(torch.autograd.Function):
-    """``y = relu(x * g(mean(x)) + shortcut)`` with a hand-written backward (see ``residual_relu``).
-
-    Forward, no graph: ``s = sum_hw x``, ``h = relu(a s W1^T + b1)`` (``a = 1 / (H W)``),
-    ``z = h W2^T + b2``, ``q = act(z)``, ``g = q``, ``2 q`` (sigmoid, identity init) or ``1 + q`` (tanh,
-    identity init). Backward, with ``r = dL/dy * [y > 0]``: ``dL/dshortcut = r``;
-    ``dL/dg = sum_hw r * x``; ``dL/dz = dL/dg * act'(z)`` (from ``q``; times 2 for ``2 sigmoid``);
-    ``dL/dW2 = dz^T h``, ``dL/db2 = sum_b dz``, ``dh = (dz W2) [h > 0]``, ``dL/dW1 = a dh^T s``,
-    ``dL/db1 = sum_b dh``, ``dL/ds = a dh W1``; ``dL/dx = r * g + dL/ds`` (broadcast over ``H, W``).
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        x: torch.Tensor,
-        shortcut: torch.Tensor,
-        se: SqueezeExcite,
-        w1: torch.Tensor,
-        b1: torch.Tensor,
-        w2: torch.Tensor,
-        b2: torch.Tensor,
-    ) -> torch.Tensor:
-        b, c, h, w = x.shape
-        ctx.alpha, ctx.gate, ctx.identity_init = 1.0 / (h * w), se.gate, se.identity_init
-        s = x.sum((2, 3))
-        hid, q, g = _excite(se, s, ctx.alpha, w1, b1, w2, b2)
-        y = torch.addcmul(shortcut, x, g.reshape(b, c, 1, 1)).relu_()
-        ctx.save_for_backward(x, y, s, hid, q, g, w1, w2)
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_y: torch.Tensor):
-        x, y, s, hid, q, g, w1, w2 = ctx.saved_tensors
-        need_x, need_sc = ctx.needs_input_grad[:2]
-        b, c = g.shape
-        r = torch.ops.aten.threshold_backward(grad_y, y, 0)
-        buf = torch.mul(r, x)  # reused below for dL/dx
-        ds, *grads = _excite_backward(ctx, buf.sum((2, 3)), s, hid, q, w1, w2, ctx.needs_input_grad[3:])
-        grad_x = None
-        if need_x:
-            grad_x = torch.addcmul(ds.reshape(b, c, 1, 1), r, g.reshape(b, c, 1, 1), out=buf)
-        return grad_x, r if need_sc else None, None, *grads
-
-
-class _BNAvgSEResidualReLU(torch.autograd.Function):
-    """``y = relu(x * g(mean(x)) + shortcut)`` with ``x = BN(c)`` (batch statistics), by hand (see
-    ``norm_residual_relu``).
-
-    Forward: ``x, mu, istd = native_batch_norm(c, ...)`` (running statistics updated), then as
-    ``_AvgSEResidualReLU``, ``y`` written over ``x`` (which is not kept). Backward: with
-    ``a = gamma istd`` and ``b = beta - a mu`` (so ``x = a c + b``), ``dL/dg = a sum_hw r * c +
-    b sum_hw r``; the gate's backward as in ``_AvgSEResidualReLU``; ``dL/dx = r * g + dL/ds``; then
-    the batch norm's own backward (``native_batch_norm_backward``) for ``dL/dc``, ``dL/dgamma``,
-    ``dL/dbeta``.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        c: torch.Tensor,
-        shortcut: torch.Tensor,
-        se: SqueezeExcite,
-        stats: tuple,
-        gamma: torch.Tensor,
-        beta: torch.Tensor,
-        w1: torch.Tensor,
-        b1: torch.Tensor,
-        w2: torch.Tensor,
-        b2: torch.Tensor,
-    ) -> torch.Tensor:
-        running_mean, running_var, factor, eps = stats
-        b, ch, h, w = c.shape
-        ctx.alpha, ctx.gate, ctx.identity_init, ctx.eps = 1.0 / (h * w), se.gate, se.identity_init, eps
-        x, mean, istd = torch.native_batch_norm(c, gamma, beta, running_mean, running_var, True, factor, eps)
-        s = x.sum((2, 3))
-        hid, q, g = _excite(se, s, ctx.alpha, w1, b1, w2, b2)
-        y = torch.addcmul(shortcut, x, g.reshape(b, ch, 1, 1), out=x).relu_()
-        ctx.save_for_backward(c, y, s, hid, q, g, w1, w2, gamma, beta, mean, istd)
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_y: torch.Tensor):
-        c, y, s, hid, q, g, w1, w2, gamma, beta, mean, istd = ctx.saved_tensors
-        need_c, need_sc, _, _, need_gamma, need_beta = ctx.needs_input_grad[:6]
-        b, ch = g.shape
-        r = torch.ops.aten.threshold_backward(grad_y, y, 0)
-        a = gamma * istd
-        shift = beta - a * mean
-        buf = torch.mul(r, c)  # reused below for dL/dx
-        grad_g = buf.sum((2, 3)).mul_(a).add_(r.sum((2, 3)).mul_(shift))
-        ds, *grads = _excite_backward(ctx, grad_g, s, hid, q, w1, w2, ctx.needs_input_grad[6:])
-        grad_c = grad_gamma = grad_beta = None
-        if need_c or need_gamma or need_beta:
-            grad_x = torch.addcmul(ds.reshape(b, ch, 1, 1), r, g.reshape(b, ch, 1, 1), out=buf)
-            grad_c, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
-                grad_x, c, gamma, None, None, mean, istd, True, ctx.eps, [need_c, need_gamma, need_beta]
-            )
-        return grad_c, r if need_sc else None, None, None, grad_gamma, grad_beta, *grads
