@@ -7,12 +7,14 @@ before the addition (the paper's Fig. 3): ``y = relu(g(u) * u + shortcut(x))`` w
 * ImageNet-style: ``se_resnet18`` (basic blocks) and ``se_resnet50`` (bottlenecks) use ``SEBasicBlock`` and
   ``SEBottleneck``: the same parameters and names as ``resnet18/50`` with ``attn_layer="se"`` (so their
   weights load into each other with ``strict=True``), but the block ends in
-  ``SqueezeExcite.norm_residual_relu(c, bn, shortcut)`` from the last convolution's output ``c``: without
-  autograd, ``u = bn(c)`` then the rescale and the residual add in one pass, ``relu(addcmul(shortcut, u,
-  g))``, written in place into ``u``; in training, the batch norm, gate, rescale, add and ReLU are one
-  hand-differentiated function that does not keep ``u`` for backward. Outputs, gradients and BN running
-  statistics equal the unfused block's (tested in float64). This keeps SE's extra cost near the squeeze
-  (one read of ``u``) and the two small layers; see ``docs/results/se.md`` for the measured overhead.
+  ``SqueezeExcite.norm_residual_relu(c, bn, shortcut)`` from the last convolution's output ``c``, which folds
+  the batch norm into the gate: with ``bn(c) = a c + b`` per channel, the squeeze is ``a mean_hw c + b`` and
+  the block's output ``relu((a g) c + (b g) + shortcut)``, so ``bn(c)`` is never written. In training the
+  batch moments, running statistics, squeeze, gate, rescale, add and ReLU are one hand-differentiated
+  function whose backward takes every reduction from one fused pass; in eval mode the same folding is used
+  for large maps, the plain ``bn`` then ``relu(addcmul(shortcut, u, g))`` for small ones (batch 1).
+  Outputs, gradients and BN running statistics equal the unfused block's (tested in float64). See
+  ``docs/results/se.md`` for the measured overhead.
 
 SE options go in ``attn_kwargs`` (e.g. ``{"reduction": 8}``).
 
