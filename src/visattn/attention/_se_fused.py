@@ -188,6 +188,23 @@ def batch_moments(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return m, mean, var
 
 
+def _batch_affine(
+    c: torch.Tensor, stats: tuple, gamma: torch.Tensor, beta: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """Training-mode batch norm as ``x = a c + b``: ``(m_bc, mean, istd, a, b)`` from ``batch_moments``,
+    updating the running statistics in ``stats = (running_mean, running_var, factor, eps)`` (unbiased
+    variance, as ``BatchNorm2d``; ``running_mean`` may be ``None``)."""
+    running_mean, running_var, factor, eps = stats
+    m, mean, var = batch_moments(c)
+    if running_mean is not None:
+        n = c.shape[0] * c.shape[2] * c.shape[3]
+        running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
+        running_var.mul_(1.0 - factor).add_(var, alpha=factor * n / (n - 1))
+    istd = torch.rsqrt(var + eps)
+    a = gamma * istd
+    return m, mean, istd, a, torch.addcmul(beta, a, mean, value=-1.0)
+
+
 class BNAvgSEResidualReLU(torch.autograd.Function):
     """``y = relu(g * BN(c) + shortcut)`` with batch statistics, ``g = SE(BN(c))`` (avg pool), by hand.
 
@@ -218,17 +235,8 @@ class BNAvgSEResidualReLU(torch.autograd.Function):
         w2: torch.Tensor,
         b2: torch.Tensor,
     ) -> torch.Tensor:
-        running_mean, running_var, factor, eps = stats
-        b, ch, h, w = c.shape
         ctx.alpha, ctx.gate, ctx.identity_init = 1.0, se.gate, se.identity_init
-        m, mean, var = batch_moments(c)
-        if running_mean is not None:
-            n = b * h * w
-            running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
-            running_var.mul_(1.0 - factor).add_(var, alpha=factor * n / (n - 1))
-        istd = torch.rsqrt(var + eps)
-        a = gamma * istd
-        shift = torch.addcmul(beta, a, mean, value=-1.0)
+        m, mean, istd, a, shift = _batch_affine(c, stats, gamma, beta)
         s = torch.addcmul(shift, m, a)  # mean_hw BN(c), (B, C)
         hid, q, g = _excite(se, s, 1.0, w1, b1, w2, b2)
         y = _scale_shift_add_relu(c, a * g, shift * g, shortcut, None)
@@ -282,16 +290,8 @@ class BNResidualReLU(torch.autograd.Function):
         gamma: torch.Tensor,
         beta: torch.Tensor,
     ) -> torch.Tensor:
-        running_mean, running_var, factor, eps = stats
-        b, ch, h, w = c.shape
-        m, mean, var = batch_moments(c)
-        if running_mean is not None:
-            n = b * h * w
-            running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
-            running_var.mul_(1.0 - factor).add_(var, alpha=factor * n / (n - 1))
-        istd = torch.rsqrt(var + eps)
-        a = gamma * istd
-        shift = torch.addcmul(beta, a, mean, value=-1.0)
+        b, ch = c.shape[:2]
+        m, mean, istd, a, shift = _batch_affine(c, stats, gamma, beta)
         y = _scale_shift_add_relu(c, a.expand(b, ch), shift.expand(b, ch), shortcut, None)
         ctx.save_for_backward(c, y, m, a, mean, istd)
         return y
