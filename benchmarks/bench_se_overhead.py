@@ -49,7 +49,7 @@ class _FusedBNBottleneck(nn.Module):
         self.block = block
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from visattn.attention._se_fused import BNResidualReLU
+        from visattn.attention._se_fused import BNResidualReLU, bn_train_stats
 
         b = self.block
         identity = x if b.downsample is None else b.downsample(x)
@@ -58,9 +58,7 @@ class _FusedBNBottleneck(nn.Module):
         c, bn = b.conv3(out), b.bn3
         if not (bn.training and torch.is_grad_enabled()):
             return b.relu(bn(c).add_(identity))
-        bn.num_batches_tracked.add_(1)
-        stats = (bn.running_mean, bn.running_var, bn.momentum, bn.eps)
-        return BNResidualReLU.apply(c, identity, stats, bn.weight, bn.bias)
+        return BNResidualReLU.apply(c, identity, bn_train_stats(bn), bn.weight, bn.bias)
 
 
 def _fused_plain_resnet50() -> nn.Module:

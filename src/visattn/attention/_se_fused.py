@@ -52,7 +52,7 @@ def can_fuse(c: torch.Tensor) -> bool:
     return c.is_contiguous()
 
 
-def _excite(
+def excite(
     se: Any,
     s: torch.Tensor,
     alpha: float,
@@ -62,7 +62,7 @@ def _excite(
     b2: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eq. 3 without a graph, from the pooled sums ``s (B, C)`` (times ``alpha``): the hidden layer,
-    ``q = act(z)``, the gate ``g`` (after ``se.tap``), for the hand-written ``_excite_backward``."""
+    ``q = act(z)``, the gate ``g`` (after ``se.tap``), for the hand-written ``_excite_backward`` (and ``SqueezeExcite._gate``)."""
     hid = torch.addmm(b1, s, w1.t(), alpha=alpha).relu_()
     z = torch.addmm(b2, hid, w2.t())
     if se.gate == "sigmoid":
@@ -128,7 +128,7 @@ class AvgSEResidualReLU(torch.autograd.Function):
         b, c, h, w = x.shape
         ctx.alpha, ctx.gate, ctx.identity_init = 1.0 / (h * w), se.gate, se.identity_init
         s = x.sum((2, 3))
-        hid, q, g = _excite(se, s, ctx.alpha, w1, b1, w2, b2)
+        hid, q, g = excite(se, s, ctx.alpha, w1, b1, w2, b2)
         y = torch.addcmul(shortcut, x, g.reshape(b, c, 1, 1)).relu_()
         ctx.save_for_backward(x, y, s, hid, q, g, w1, w2)
         return y
@@ -188,6 +188,22 @@ def batch_moments(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return m, mean, var
 
 
+def bn_train_stats(norm: Any) -> tuple:
+    """``(running_mean, running_var, factor, eps)`` for a training-mode ``BatchNorm2d`` step, counting
+    the batch in ``num_batches_tracked`` and choosing the update factor exactly as ``_BatchNorm.forward``
+    does (``momentum=None``: cumulative average); running statistics are ``None`` when not tracked or
+    in eval mode without them."""
+    factor = 0.0 if norm.momentum is None else norm.momentum
+    running_mean = running_var = None
+    if norm.training and norm.track_running_stats:
+        running_mean, running_var = norm.running_mean, norm.running_var
+        if norm.num_batches_tracked is not None:
+            norm.num_batches_tracked.add_(1)
+            if norm.momentum is None:
+                factor = 1.0 / float(norm.num_batches_tracked)
+    return running_mean, running_var, factor, norm.eps
+
+
 def _batch_affine(
     c: torch.Tensor, stats: tuple, gamma: torch.Tensor, beta: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
@@ -238,7 +254,7 @@ class BNAvgSEResidualReLU(torch.autograd.Function):
         ctx.alpha, ctx.gate, ctx.identity_init = 1.0, se.gate, se.identity_init
         m, mean, istd, a, shift = _batch_affine(c, stats, gamma, beta)
         s = torch.addcmul(shift, m, a)  # mean_hw BN(c), (B, C)
-        hid, q, g = _excite(se, s, 1.0, w1, b1, w2, b2)
+        hid, q, g = excite(se, s, 1.0, w1, b1, w2, b2)
         y = _scale_shift_add_relu(c, a * g, shift * g, shortcut, None)
         ctx.save_for_backward(c, y, m, s, hid, q, g, w1, w2, a, mean, istd)
         return y

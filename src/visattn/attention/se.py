@@ -40,6 +40,7 @@ from visattn.attention._registry import register_attention
 from visattn.attention._se_fused import (
     AvgSEResidualReLU,
     BNAvgSEResidualReLU,
+    bn_train_stats,
     can_fuse,
 )
 from visattn.attention._tap import AttentionTap
@@ -106,19 +107,8 @@ class SqueezeExcite(nn.Module):
 
     def _gate(self, s: torch.Tensor, alpha: float) -> torch.Tensor:
         """Eq. 3 from the pooled sums or maxima ``s (B, C)``; ``alpha`` is the pooling's ``1 / (H W)``."""
-        h = torch.addmm(self.fc1.bias, s, self.fc1.weight.t(), alpha=alpha).relu_()
-        z = torch.addmm(self.fc2.bias, h, self.fc2.weight.t())
-        if self.gate == "sigmoid":
-            g = z.sigmoid_()
-            if self.identity_init:
-                g = g * 2.0
-        elif self.gate == "tanh":
-            g = z.tanh_()
-            if self.identity_init:
-                g = g + 1.0
-        else:
-            g = z.relu_()
-        return self.tap(g)
+        fc1, fc2 = self.fc1, self.fc2
+        return _se_fused.excite(self, s, alpha, fc1.weight, fc1.bias, fc2.weight, fc2.bias)[2]
 
     def excitation(self, x: torch.Tensor) -> torch.Tensor:
         """The gate ``g`` of eqs. 2-3, ``(B, C, H, W) -> (B, C)``, emitted through ``self.tap``."""
@@ -230,18 +220,9 @@ class SqueezeExcite(nn.Module):
 
     def _bn_train_tail(self, c: torch.Tensor, norm: nn.BatchNorm2d, shortcut: torch.Tensor) -> torch.Tensor:
         """The batch-statistics case of ``norm_residual_relu`` (running statistics as ``BatchNorm2d``)."""
-        factor = 0.0 if norm.momentum is None else norm.momentum  # as _BatchNorm.forward
-        running_mean = running_var = None
-        if norm.training and norm.track_running_stats:
-            running_mean, running_var = norm.running_mean, norm.running_var
-            if norm.num_batches_tracked is not None:
-                norm.num_batches_tracked.add_(1)
-                if norm.momentum is None:  # cumulative moving average
-                    factor = 1.0 / float(norm.num_batches_tracked)
         fc1, fc2 = self.fc1, self.fc2
         tensors = (norm.weight, norm.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-        stats = (running_mean, running_var, factor, norm.eps)
-        return BNAvgSEResidualReLU.apply(c, shortcut, self, stats, *tensors)
+        return BNAvgSEResidualReLU.apply(c, shortcut, self, bn_train_stats(norm), *tensors)
 
     def extra_repr(self) -> str:
         return (
