@@ -4,9 +4,9 @@
 
 Every figure is drawn on synthetic images (a square, a plus or a ring, at a random place, with a little
 clutter; the class is the shape), with no data set and no download. SE, residual attention and the
-spatial transformer are first trained for a few dozen steps on that toy task (about a minute and a half
-in all on one CPU core); RAM and dasNet are drawn at their initialisation (their training takes REINFORCE or
-evolution, far beyond a figure script). The figures show what each renderer draws and how to read it,
+spatial transformer are first trained on that toy task for 100, 60 and 150 Adam steps (about a minute of
+CPU time in all, one thread); RAM and dasNet are drawn at their initialisation, dasNet with a random policy
+(their training takes REINFORCE or evolution, far beyond a figure script). The figures show what each renderer draws and how to read it,
 not what a model trained on real data learned: the results pages hold those numbers. Seeded.
 """
 
