@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install demo test lint typecheck pytest clean
+.PHONY: install demo test lint typecheck pytest docs wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch>=2.4" "torchvision>=0.19"
-	$(BIN)/pip install --quiet -e ".[test,timm,viz]"
+	$(BIN)/pip install --quiet -e ".[test,timm,viz,docs]"
 	touch $@
 
 # Fashion-MNIST from Debian's package, when we may install packages (root) and it is missing.
@@ -50,7 +50,16 @@ typecheck: install
 pytest: install $(CHROMIUM)
 	$(BIN)/pytest -n 2 -m "not gpu" -q
 
-test: lint typecheck pytest
+# The documentation site, strict: a broken link, a missing page or an unresolved API reference fails.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# Build the wheel, install it with its dependencies into a fresh venv, run `visattn list` and one training
+# step outside the repository. Not part of `test`: unpacking torch into a fresh venv takes minutes.
+wheel-check:
+	PYTHON=$(PYTHON) bash .ci/wheel_check.sh
+
+test: lint typecheck pytest docs
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .mypy_cache .ruff_cache
