@@ -169,6 +169,7 @@ def memory_dataset(
     std: Sequence[float] | None = None,
     num_classes: int | None = None,
     extras: dict[str, Any] | None = None,
+    default_augment: str = "none",
 ) -> str:
     """Register ``uint8 (N, C, H, W)`` images with labels as the ``visattn.data`` dataset ``name``.
 
@@ -193,6 +194,7 @@ def memory_dataset(
         mean=tuple(mean),
         std=tuple(std),
         extras=dict(extras or {}),
+        default_augment=default_augment,
     )
 
     _MEMORY[name] = splits
