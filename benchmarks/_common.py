@@ -85,7 +85,9 @@ def _git(*args: str) -> str | None:
     return out or None
 
 
-def run_metadata(argv: Sequence[str] | None = None, *, script: str | None = None) -> dict[str, Any]:
+def run_metadata(
+    argv: Sequence[str] | None = None, *, script: str | None = None, machine: str | None = None
+) -> dict[str, Any]:
     """Commit, date (UTC), machine, command, torch/Python versions and threads of this run.
 
     ``commit`` gets a ``+dirty`` suffix when tracked files differ from it (the run used uncommitted code).
@@ -98,7 +100,7 @@ def run_metadata(argv: Sequence[str] | None = None, *, script: str | None = None
     return {
         "commit": commit,
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": os.environ.get("VISATTN_MACHINE", MACHINE),
+        "machine": machine or os.environ.get("VISATTN_MACHINE", MACHINE),
         "command": portable_path(shlex.join(["python", f"benchmarks/{script}", *argv])),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -119,10 +121,14 @@ def _portable(obj: Any) -> Any:
 
 
 def write_result(
-    path: str | os.PathLike[str] | None, payload: dict[str, Any], *, argv: Sequence[str] | None = None
+    path: str | os.PathLike[str] | None,
+    payload: dict[str, Any],
+    *,
+    argv: Sequence[str] | None = None,
+    machine: str | None = None,
 ) -> dict[str, Any]:
     """``{"meta": run_metadata(argv), **payload}`` with portable paths; written as JSON to ``path`` if given."""
-    record = {"meta": run_metadata(argv), **_portable(payload)}
+    record = {"meta": run_metadata(argv, machine=machine), **_portable(payload)}
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(record, indent=1, default=str) + "\n")

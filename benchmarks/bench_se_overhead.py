@@ -19,11 +19,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -35,6 +36,8 @@ __all__ = ["main"]
 TASKS = ("infer b1", "infer b8", "train b8")
 PAIRS = (("visattn se_resnet50", "visattn resnet50"), ("timm seresnet50", "timm resnet50"))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
 
 FUSED_PLAIN = "visattn resnet50 fused BN"
 
@@ -190,9 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{t} {s['median']:+5.2f} [{s['min']:+.1f}, {s['max']:+.1f}]" for t, s in per_task.items()
             )
             print(f"{key:45s} {row}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "summary": summary, "times_s": times}, f, indent=1)
+    write_result(args.json, {"args": vars(args), "summary": summary, "times_s": times})
     return summary
 
 
