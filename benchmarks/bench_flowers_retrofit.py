@@ -28,7 +28,7 @@ Tensors are channels-last (2.4x faster here than contiguous). Images are decoded
 Usage::
 
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_flowers_retrofit.py \\
-        --root /work/shared/data --arms plain se --seeds 0 --json docs/results/se_flowers.json
+        --root ../shared/data --arms plain se --seeds 0 --json docs/results/se_flowers.json
 """
 
 from __future__ import annotations
@@ -264,7 +264,7 @@ def summary(runs: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--root", default="/work/shared/data", help="folder holding flowers-102/")
+    p.add_argument("--root", default="../shared/data", help="folder holding flowers-102/")
     p.add_argument("--arms", nargs="+", default=["plain", "se"], choices=["plain", "se"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--crop", type=int, default=128)
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr-body", type=float, default=3e-4)
     p.add_argument("--lr-new", type=float, default=3e-3)
     p.add_argument("--wd", type=float, default=0.01)
-    p.add_argument("--cache", default="/tmp/flowers_cache_c{crop}_t{train_size}.pt")
+    p.add_argument("--cache", default="runs/flowers_cache_c{crop}_t{train_size}.pt")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--time-steps", type=int, default=0, help="only time this many training steps per arm")
     args = p.parse_args(argv)
