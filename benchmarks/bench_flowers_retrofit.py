@@ -65,11 +65,15 @@ NUM_CLASSES = 102
 
 
 def _load_split(root: str, split: str, size: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode a split: shorter side -> ``size``, centre crop ``crop`` -> uint8 ``(N, 3, crop, crop)``."""
-    from torchvision.datasets import Flowers102
+    """Decode a split: shorter side -> ``size``, centre crop ``crop`` -> uint8 ``(N, 3, crop, crop)``.
 
-    ds = Flowers102(root=root, split=split, download=False)
-    files, labels = ds._image_files, ds._labels  # noqa: SLF001  (torchvision keeps them private)
+    The file lists come from ``visattn.data``'s ``flowers102`` (the official ``setid.mat`` order, the same as
+    torchvision's ``Flowers102``)."""
+    from visattn.data import load_dataset
+
+    splits = load_dataset("flowers102", data_dir=root)
+    ds = {"train": splits.train, "val": splits.extras["val"], "test": splits.test}[split]
+    files, labels = ds.paths, ds.labels
     out = torch.empty(len(files), 3, crop, crop, dtype=torch.uint8)
     for i, f in enumerate(files):
         img = Image.open(f).convert("RGB")
