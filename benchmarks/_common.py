@@ -85,21 +85,34 @@ def _git(*args: str) -> str | None:
     return out or None
 
 
-def run_metadata(
-    argv: Sequence[str] | None = None, *, script: str | None = None, machine: str | None = None
-) -> dict[str, Any]:
-    """Commit, date (UTC), machine, command, torch/Python versions and threads of this run.
-
-    ``commit`` gets a ``+dirty`` suffix when tracked files differ from it (the run used uncommitted code).
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    script = script or Path(sys.argv[0]).name
+def _commit() -> str | None:
     commit = _git("rev-parse", "--short=12", "HEAD")
     if commit and _git("status", "--porcelain", "--untracked-files=no"):
         commit += "+dirty"
+    return commit
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# taken when a benchmark imports this module, i.e. when the run starts: the code the run used
+_START = {"commit": _commit(), "started": _now()}
+
+
+def run_metadata(
+    argv: Sequence[str] | None = None, *, script: str | None = None, machine: str | None = None
+) -> dict[str, Any]:
+    """Commit (when the run started), start and end date (UTC), machine, command, torch/Python, threads.
+
+    ``commit`` gets a ``+dirty`` suffix when tracked files differed from it (the run used uncommitted code).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    script = script or Path(sys.argv[0]).name
     return {
-        "commit": commit,
-        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": _START["commit"],
+        "started": _START["started"],
+        "date": _now(),
         "machine": machine or os.environ.get("VISATTN_MACHINE", MACHINE),
         "command": portable_path(shlex.join(["python", f"benchmarks/{script}", *argv])),
         "torch": torch.__version__,
