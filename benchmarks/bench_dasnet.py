@@ -6,9 +6,10 @@ speed of batched vs one-at-a-time population evaluation.
    ``resnet20`` with SGD, a cosine schedule and pad-4 crop + flip (``--dataset cifar10``, an ``.npz``
    such as the JPEG copy ``../shared/data/cifar10_jpeg.npz``), through the library's engine
    (``visattn.train.Trainer``). ``--base-only`` stops here.
-2. Wrap it in ``DasNet`` and run SNES (the search calls ``DasNet.train_step``, the method the engine calls
-   for a model with ``uses_optimizer = False``; the loop here adds the time budget and the selection of
-   ``mu`` on validation every ``--eval-every`` iterations) for ``--search-seconds`` (or exactly ``--search-iterations``):
+2. Wrap it in ``DasNet`` and run SNES: with ``--search-iterations``, through the engine (``engine_search``:
+   ``visattn.train.Trainer`` calls ``DasNet.train_step`` per batch, validation selects ``mu`` every
+   ``--eval-every`` iterations, the base competes as iteration 0, the test set is scored once); with
+   ``--search-seconds`` (a wall-clock budget the engine does not express) the script's own loop for ``--search-seconds`` (or exactly ``--search-iterations``):
    each iteration uses ``--batch`` random (un-augmented) training images as the fitness images.
    Every ``--eval-every`` iterations ``mu`` is scored on the validation split; the best ``mu`` on
    validation (iteration 0 = the base itself) is kept.
@@ -41,11 +42,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from visattn.data import load_dataset
+from visattn.data import ImageTensorDataset, load_dataset
 from visattn.data.npz import load_npz_arrays
 from visattn.models import create_model
 from visattn.models.dasnet import DasNet
-from visattn.train import Trainer
+from visattn.train import Trainer, safe_load
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import evaluate, memory_dataset, train_config, write_result  # noqa: E402
@@ -137,6 +138,70 @@ def recalibrate_bn(base: torch.nn.Module, x: torch.Tensor, n: int = 10000) -> to
         for i in range(0, min(n, len(x)), 500):
             recal(x[i : i + 500])
     return recal.eval()
+
+
+def engine_search(
+    args: argparse.Namespace,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    base_val: float,
+) -> tuple[DasNet, dict, list, int, float, float, torch.Tensor]:
+    """The SNES search through the engine (``visattn.train.Trainer``; ``DasNet.train_step`` per batch).
+
+    ``--search-iterations`` in periods of ``--eval-every`` iterations (the engine's epochs), ``--batch``
+    un-augmented training images per iteration, ``mu`` scored on the ``--val-eval`` validation images after
+    each period; the best on validation (the base itself competes: ``select_initial``) is tested once by the
+    engine. Returns the selected net and what the results JSON reports.
+    """
+    x_tr, y_tr = train
+    name = memory_dataset(
+        f"dasnet_search_{args.dataset}",
+        (x_tr, y_tr),
+        test,
+        num_classes=10,
+        extras={"val": ImageTensorDataset(val[0], val[1], source="dasnet validation")},
+    )
+    steer = [s.strip() for s in args.steer.split(",")] if args.steer else None
+    kwargs = {
+        "base": str(args.out / "base.pt"),
+        "base_model": args.model,
+        "passes": args.passes,
+        "steer": steer,
+    }
+    kwargs |= {"sigma0": args.sigma0, "seed": args.search_seed, "max_images": args.max_images}
+    kwargs |= {k: v for k, v in (("population", args.population), ("eta_mu", args.eta_mu)) if v is not None}
+    periods = -(-args.search_iterations // args.eval_every)
+    cfg = train_config(
+        model="dasnet",
+        model_kwargs=kwargs,
+        data=name,
+        val_fraction=0.1,  # > 0: the validation images in extras["val"] are used
+        augment="none",
+        epochs=periods,
+        max_steps_per_epoch=args.eval_every,
+        batch_size=args.batch,
+        eval_batch_size=500,
+        select_initial=True,
+        seed=args.search_seed,
+        out=str(args.out / "search_run"),
+    )
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainer = Trainer(cfg)
+    summary = trainer.run()  # ends with the best-on-validation mu loaded
+    search_time, search_cpu = time.perf_counter() - t0, time.process_time() - c0
+    final_mu = safe_load(Path(cfg.out) / "last.pt")["model"]["search.mu"]
+    history = [
+        {"iteration": h["epoch"] * args.eval_every, "val_top1": h["val_top1"]}
+        | {k[len("train_") :]: v for k, v in h.items() if k.startswith("train_") and k != "train_time_s"}
+        for h in summary["history"]
+    ]
+    best_val = summary["best_val_top1"]
+    better = [h for h in history if h["val_top1"] >= best_val and h["val_top1"] > base_val]
+    best_it = better[0]["iteration"] if better else 0
+    net = trainer.model.eval()
+    best = {"iteration": best_it, "val_top1": max(best_val, base_val), "mu": net.search.mu.clone()}
+    return net, best, history, trainer.global_step, search_time, search_cpu, final_mu
 
 
 def time_population(net: DasNet, x, y, rounds: int = 3) -> dict[str, float]:
@@ -322,7 +387,7 @@ def main() -> None:
         res = {"data": str(args.data), "base": str(args.base), "threads": args.threads, "speed": speed}
         print(json.dumps(write_result(args.out / "speed.json", res), indent=1))
         return
-    xv, yv = xva[: args.val_eval], yva[: args.val_eval]
+    xv, yv = xva[: args.val_eval], yva[: args.val_eval]  # the validation images the search selects on
     base_val = accuracy(base, xv, yv)
     print(
         f"base trained in {base_time:.0f}s: val top1 {base_val:.2f}% (on {len(xv)}), policy d={net.policy_dim}, "
@@ -330,35 +395,43 @@ def main() -> None:
         flush=True,
     )
 
-    gen = torch.Generator().manual_seed(args.search_seed)
-    best = {"iteration": 0, "val_top1": base_val, "mu": net.search.mu.clone()}
-    history = []
-    t0, c0, it = time.perf_counter(), time.process_time(), 0
+    if args.search_iterations is not None:  # through the engine
+        net, best, history, it, search_time, search_cpu, final_mu = engine_search(
+            args, (xtr_u8, ytr), (x_train[val_idx][: args.val_eval], yv), (x_test, yte), base_val
+        )
+    else:  # --search-seconds: a wall-clock budget, which the engine (epochs of steps) does not express
+        gen = torch.Generator().manual_seed(args.search_seed)
+        best = {"iteration": 0, "val_top1": base_val, "mu": net.search.mu.clone()}
+        history = []
+        t0, c0, it = time.perf_counter(), time.process_time(), 0
 
-    def searching() -> bool:
-        if args.search_iterations is not None:
-            return it < args.search_iterations
-        return time.perf_counter() - t0 < args.search_seconds
+        def searching() -> bool:
+            if args.search_iterations is not None:
+                return it < args.search_iterations
+            return time.perf_counter() - t0 < args.search_seconds
 
-    while searching():
-        idx = torch.randint(0, len(xtr), (args.batch,), generator=gen)
-        net.train()
-        stats = net.train_step(fetch(idx), ytr[idx])
-        it += 1
-        if it % args.eval_every == 0:
-            val = accuracy(net, xv, yv)
-            history.append({"iteration": it, "t": time.perf_counter() - t0, "val_top1": val, **stats})
-            print(
-                json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in history[-1].items()}),
-                flush=True,
-            )
-            if val > best["val_top1"]:
-                best = {"iteration": it, "val_top1": val, "mu": net.search.mu.clone()}
-    search_time, search_cpu = time.perf_counter() - t0, time.process_time() - c0
+        while searching():
+            idx = torch.randint(0, len(xtr), (args.batch,), generator=gen)
+            net.train()
+            stats = net.train_step(fetch(idx), ytr[idx])
+            it += 1
+            if it % args.eval_every == 0:
+                val = accuracy(net, xv, yv)
+                history.append({"iteration": it, "t": time.perf_counter() - t0, "val_top1": val, **stats})
+                print(
+                    json.dumps(
+                        {k: round(v, 4) if isinstance(v, float) else v for k, v in history[-1].items()}
+                    ),
+                    flush=True,
+                )
+                if val > best["val_top1"]:
+                    best = {"iteration": it, "val_top1": val, "mu": net.search.mu.clone()}
+        search_time, search_cpu = time.perf_counter() - t0, time.process_time() - c0
+
+        final_mu = net.search.mu.clone()
+        net.search.mu.copy_(best["mu"])
+    torch.save({"final_mu": final_mu, "best_mu": best["mu"]}, args.out / "mu.pt")
     unchanged = all(torch.equal(base_state[k], v) for k, v in net.base.state_dict().items())
-
-    torch.save({"final_mu": net.search.mu.clone(), "best_mu": best["mu"]}, args.out / "mu.pt")
-    net.search.mu.copy_(best["mu"])
     test_base = accuracy(base, xte, yte)
     test_das = accuracy(net, xte, yte)
     test_recal = accuracy(recalibrate_bn(base, fetch(slice(0, 10000))), xte, yte)
