@@ -228,3 +228,91 @@ def test_no_machine_paths_in_docs_or_benchmarks():
                     if pattern.search(line):
                         offenders.append(f"{path.relative_to(ROOT)}:{i}")
     assert not offenders, f"machine paths (write ../shared/data/... or path/to/...): {offenders[:10]}"
+
+
+def _rows(name: str, *path: str) -> list[dict]:
+    data = json.loads((DOCS / "results" / name).read_text())
+    for key in path:
+        data = data[key]
+    return data
+
+
+def _mean_std(values: list[float]) -> str:
+    import statistics
+
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+# (figure as RESULTS.md prints it, the per-seed values of its raw JSON)
+_FIGURES = {
+    "stn 700 cnn": (
+        "11.16 ± 0.14",
+        lambda: [
+            r["test_error"] for r in _rows("stn_700_transcribed.json", "results") if r["model"] == "cnn_mnist"
+        ],
+    ),
+    "stn 700 st-cnn": (
+        "4.62 ± 0.08",
+        lambda: [
+            r["test_error"]
+            for r in _rows("stn_700_transcribed.json", "results")
+            if r["model"] == "st_cnn_mnist" and "transform" not in r
+        ],
+    ),
+    "stn 20k rts st-fcn": (
+        "2.84 ± 0.15",
+        lambda: [
+            r["test_error"]
+            for r in _rows("stn_20k_transcribed.json", "results")
+            if r["dataset"] == "mnist_rts" and r["model"] == "st_fcn_mnist"
+        ],
+    ),
+    "stn 16k st-cnn": (
+        "1.19 ± 0.31",
+        lambda: [
+            json.loads((DOCS / "results" / f"stn_fresh16k_st_s{s}.json").read_text())["results"][0][
+                "test_error"
+            ]
+            for s in range(3)
+        ],
+    ),
+    "ram 28 mc": (
+        "1.54 ± 0.21",
+        lambda: [
+            r["test_error_mc10"]
+            for r in _rows("ram_transcribed.json", "runs", "mnist28_e20", "results")
+            if r["model"] == "ram"
+        ],
+    ),
+    "ram lstm mc": (
+        "3.73 ± 0.15",
+        lambda: [
+            r["test_error_mc10"]
+            for r in _rows("ram_transcribed.json", "runs", "cluttered60_lstm_e100", "results")
+        ],
+    ),
+    "dasnet fashion": (
+        "85.95 ± 0.73",
+        lambda: [
+            r["dasnet_test_top1"]
+            for r in _rows("dasnet_transcribed.json", "runs", "fashion_setup2_recalibrated_base", "results")
+        ],
+    ),
+    "se retrofit (b)": (
+        "86.08 ± 0.57",
+        lambda: [
+            r["test_top1"] for r in _rows("se_retrofit_transcribed.json", "rows") if r["run"] == "retrofit"
+        ],
+    ),
+    "se flowers se arm": (
+        "79.11 ± 0.40",
+        lambda: [r["test_top1"] for r in _rows("se_flowers.json", "runs") if r["arm"] == "se"],
+    ),
+}
+
+
+@pytest.mark.parametrize("key", sorted(_FIGURES))
+def test_published_figure_is_regenerated_from_its_raw_json(key):
+    printed, values = _FIGURES[key]
+    assert printed in (DOCS / "RESULTS.md").read_text()
+    assert _mean_std(values()) == printed
