@@ -316,3 +316,32 @@ def test_published_figure_is_regenerated_from_its_raw_json(key):
     printed, values = _FIGURES[key]
     assert printed in (DOCS / "RESULTS.md").read_text()
     assert _mean_std(values()) == printed
+
+
+def test_fused_plain_reference_equals_the_plain_block_in_train_and_eval():
+    """``bench_se_overhead --fused-plain`` times a plain block whose batch norm is folded where SE's is; it must
+    compute what the plain block computes (eval: a map above the folding threshold; train: batch statistics)."""
+    import copy
+
+    import visattn
+    from visattn.attention import _se_fused
+
+    overhead = _load(BENCH / "bench_se_overhead.py")
+    torch.manual_seed(0)
+    block = visattn.create_model("resnet50", num_classes=10).layer1[1]
+    for m in block.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    fused = overhead._FusedBNBottleneck(copy.deepcopy(block))
+    x = torch.randn(1, 256, 64, 64)
+    assert x.numel() >= _se_fused.EVAL_FUSE_MIN_NUMEL  # the eval folding applies
+    block.eval(), fused.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), block(x), rtol=1e-4, atol=1e-4)
+    block.train(), fused.train()
+    xs = torch.randn(2, 256, 8, 8)
+    torch.testing.assert_close(fused(xs), block(xs), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fused.block.bn3.running_mean, block.bn3.running_mean)
