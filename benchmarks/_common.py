@@ -93,7 +93,7 @@ def _commit() -> str | None:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # taken when a benchmark imports this module, i.e. when the run starts: the code the run used
