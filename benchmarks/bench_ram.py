@@ -11,24 +11,28 @@ training step (forward, hybrid loss, backward, Adam) with each sensor. A and B a
 every round; medians over ``--reps`` rounds.
 
 ``--part train``: trains ``--model`` (``ram`` or the ``mnist_cnn`` baseline) on a generated task
-(``mnist_translated60`` by default) for ``--steps`` Adam steps, evaluates on a validation split
-carved from the training set every ``--eval-every`` steps, keeps the best-on-validation weights
-and reports their test error once (no selection on the test set).
+(``mnist_translated60`` by default) through the library's engine (``visattn.train.Trainer``) for
+``--steps`` Adam steps in periods of ``--eval-every`` steps (the engine's epochs, each a fresh
+shuffle), evaluates on a validation split carved from the training set after each period, keeps the
+best-on-validation weights and reports their test error once (no selection on the test set), plus,
+for RAM, the test error with 10 Monte-Carlo trajectories. (Until 2026-12-06 this part had its own
+loop drawing batches with replacement; the RAM figures of docs/RESULTS.md come from ``visattn train``.)
 
 Examples (what docs/results/ram.md reports):
 
     nice python benchmarks/bench_ram.py --part speed --reps 10
-    nice python benchmarks/bench_ram.py --part train --model ram --data-dir /work/shared/data/mnist.npz \\
+    nice python benchmarks/bench_ram.py --part train --model ram --data-dir ../shared/data/mnist.npz \\
         --steps 1500 --eval-every 500 --out ram.json
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,21 +40,24 @@ import torch.nn.functional as F
 
 import visattn
 from visattn.attention.glimpse import GlimpseSensor
-from visattn.data import load_dataset
 from visattn.functional.glimpse import (
     extract_glimpses,
     extract_glimpses_direct,
     glimpse_pyramid,
     location_to_pixels,
 )
+from visattn.train import Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import error_rate, train_config, write_result  # noqa: E402
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=["speed", "train"], default="speed")
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--data-dir", default=None, help="MNIST source, e.g. /work/shared/data/mnist.npz")
+    p.add_argument("--data-dir", default=None, help="MNIST source, e.g. ../shared/data/mnist.npz")
     p.add_argument(
         "--dataset", default="mnist_translated60", choices=["mnist_translated60", "mnist_cluttered60"]
     )
@@ -64,7 +71,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="write the result as JSON here")
-    return p.parse_args()
+    p.add_argument("--runs", default="runs/bench_ram", help="the engine's run folder (--part train)")
+    return p.parse_args(argv)
 
 
 def loop_glimpses(images: torch.Tensor, locations: torch.Tensor, size: int, num_scales: int) -> torch.Tensor:
@@ -169,92 +177,74 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
-@torch.no_grad()
-def error_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean: float, std: float) -> float:
-    model.eval()
-    wrong = 0
-    for i in range(0, len(x), 500):
-        out = model((x[i : i + 500].float() / 255 - mean) / std)
-        logits = out["logits"] if isinstance(out, dict) else out
-        wrong += int((logits.argmax(1) != y[i : i + 500]).sum())
-    return 100.0 * wrong / len(x)
-
-
 def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Train ``--model`` through the engine: ``--steps`` Adam steps in periods of ``--eval-every`` steps."""
     if args.data_dir is None:
-        raise SystemExit("--part train needs --data-dir (e.g. /work/shared/data/mnist.npz)")
-    t0 = time.time()
-    splits = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
-    gen_s = time.time() - t0
-    mean, std = splits.mean[0], splits.std[0]
-    x_all, y_all = splits.train.images, splits.train.labels
-    perm = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(1234))
-    val_idx, tr_idx = perm[: args.val_size], perm[args.val_size :]
-    x_val, y_val = x_all[val_idx], y_all[val_idx]
-    x_tr, y_tr = x_all[tr_idx], y_all[tr_idx]
-    torch.manual_seed(args.seed)
+        raise SystemExit("--part train needs --data-dir (e.g. ../shared/data/mnist.npz)")
     if args.model == "ram":
-        kwargs = dict(patch_size=12, num_scales=3, num_glimpses=args.glimpses, location_std=args.location_std)
+        kwargs: dict[str, Any] = dict(
+            patch_size=12, num_scales=3, num_glimpses=args.glimpses, location_std=args.location_std
+        )
     else:
         kwargs = {}
-    model = visattn.create_model(args.model, **kwargs)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    g = torch.Generator().manual_seed(args.seed)
-    best = (float("inf"), 0, None)
-    history = []
-    t_train = time.time()
-    for step in range(1, args.steps + 1):
-        model.train()
-        idx = torch.randint(0, len(x_tr), (args.batch_size,), generator=g)
-        xb, yb = (x_tr[idx].float() / 255 - mean) / std, y_tr[idx]
-        out = model(xb)
-        logits = out["logits"] if isinstance(out, dict) else out
-        loss = F.cross_entropy(logits, yb)
-        if hasattr(model, "extra_losses"):
-            loss = loss + sum(model.extra_losses(out, yb).values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % args.eval_every == 0 or step == args.steps:
-            val = error_rate(model, x_val, y_val, mean, std)
-            history.append({"step": step, "val_error": val, "elapsed_s": time.time() - t_train})
-            print(history[-1], flush=True)
-            if val < best[0]:
-                best = (val, step, copy.deepcopy(model.state_dict()))
-    train_s = time.time() - t_train
-    model.load_state_dict(best[2])
-    test = error_rate(model, splits.test.images, splits.test.labels, mean, std)
+    periods = -(-args.steps // args.eval_every)
+    cfg = train_config(
+        model=args.model,
+        model_kwargs=kwargs,
+        data=args.dataset,
+        data_dir=args.data_dir,
+        val_fraction=args.val_size / 60_000,
+        augment="none",
+        epochs=periods,
+        max_steps_per_epoch=args.eval_every,
+        batch_size=args.batch_size,
+        optimizer="adamw",
+        lr=args.lr,
+        weight_decay=0.0,
+        schedule="constant",
+        seed=args.seed,
+        out=args.runs,
+    )
+    t0 = time.time()
+    trainer = Trainer(cfg)
+    gen_s = time.time() - t0
+    summary = trainer.run()  # ends with the best-on-validation weights loaded and tested once
+    history = [
+        {
+            "step": h["epoch"] * args.eval_every,
+            "val_error": 100.0 - h["val_top1"],
+            "train_s": h["train_time_s"],
+        }
+        for h in summary["history"]
+    ]
+    best = min(history, key=lambda h: h["val_error"])
     res = {
         "model": args.model,
         "model_kwargs": kwargs,
         "dataset": args.dataset,
-        "steps": args.steps,
+        "steps": trainer.global_step,
         "batch_size": args.batch_size,
         "lr": args.lr,
         "seed": args.seed,
-        "best_val_error": best[0],
-        "best_step": best[1],
-        "test_error": test,
-        "train_s": train_s,
+        "best_val_error": best["val_error"],
+        "best_step": best["step"],
+        "test_error": 100.0 - summary["test_top1"],
+        "train_s": summary["train_time_s"],
         "generate_s": gen_s,
         "history": history,
     }
     if args.model == "ram":
-        model.mc_samples = 10
-        res["test_error_mc10"] = error_rate(model, splits.test.images, splits.test.labels, mean, std)
+        trainer.model.mc_samples = 10
+        res["test_error_mc10"] = error_rate(trainer.model, trainer.test_loader)
     return res
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     res = speed(args) if args.part == "speed" else train(args)
-    res["torch"] = torch.__version__
-    res["threads"] = torch.get_num_threads()
     print(json.dumps(res, indent=1, default=str))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=1, default=str)
+    return write_result(args.out, {"args": vars(args), **res}, argv=argv)
 
 
 if __name__ == "__main__":

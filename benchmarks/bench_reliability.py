@@ -43,6 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSET = ROOT / "tests" / "assets" / "fashion_mnist_small.npz"
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
+
 
 def _train_cmd(out: Path, epochs: int) -> list[str]:
     return [
@@ -315,8 +318,7 @@ def main() -> None:
         results["kills"] = kill_points(args.kills, args.seed, work)
         print(json.dumps({"kills": results["kills"]}), flush=True)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1))
+        write_result(args.out, results)
 
 
 if __name__ == "__main__":

@@ -14,31 +14,38 @@ Sections (``--what``):
   ``resnet56``.
 * ``ablation``: attention residual learning vs naive attention at two depths (Attention-56/92, CIFAR
   layout) and the three mask activations (Attention-56), on a Fashion-MNIST subset, a fixed small budget,
-  3 seeds; BN statistics re-estimated on training batches at the end of each epoch; the epoch is chosen
+  3 seeds, through the library's engine (``visattn.train.Trainer``, SGD, warm-up + cosine); BN statistics
+  re-estimated on training batches at the end of each epoch (a ``Trainer`` hook); the epoch is chosen
   on a validation split carved from the training set; the test subset is evaluated once, at that epoch.
+  (Until 2026-12-06 this section had its own loop with ``OneCycleLR`` and a fixed split;
+  docs/results/residual_attention.md's ablation figures were measured with it.)
 
 Usage::
 
     python benchmarks/bench_residual_attention.py --what size speed
-    python benchmarks/bench_residual_attention.py --what ablation --data /usr/share/datasets/fashion-mnist
+    python benchmarks/bench_residual_attention.py --what ablation
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import visattn
+from visattn.train import Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import memory_dataset, train_config, write_result  # noqa: E402
 
 PAPER = {"attention56": (31.9, 6.2), "attention92": (51.3, 10.4), "attention92_cifar": (1.9, None)}
 
@@ -172,70 +179,83 @@ def speed(rounds: int) -> dict:
     }
 
 
-def _idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+def _load_fmnist(
+    root: Path | None, size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fashion-MNIST through ``visattn.data``, as ``uint8 (N, 1, size, size)`` (anti-aliased bilinear)."""
+    from visattn.data import load_dataset
 
+    splits = load_dataset("fashion_mnist", data_dir=None if root is None else str(root))
 
-def _load_fmnist(root: Path, size: int) -> tuple[torch.Tensor, ...]:
-    xs = {s: _idx(root / f"{s}-images-idx3-ubyte.gz") for s in ("train", "t10k")}
-    ys = {s: _idx(root / f"{s}-labels-idx1-ubyte.gz") for s in ("train", "t10k")}
-
-    def norm(a: np.ndarray) -> torch.Tensor:
-        x = ((torch.from_numpy(a.copy()).float() / 255.0 - 0.286) / 0.353).unsqueeze(1)
-        if size != x.shape[-1]:  # a smaller image for a CPU budget (anti-aliased bilinear)
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return x
+    def resize(images: torch.Tensor) -> torch.Tensor:
+        if size == images.shape[-1]:
+            return images
+        x = F.interpolate(
+            images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+        return x.round().clamp(0, 255).to(torch.uint8)
 
     return (
-        norm(xs["train"]),
-        torch.from_numpy(ys["train"].astype(np.int64)),
-        norm(xs["t10k"]),
-        torch.from_numpy(ys["t10k"].astype(np.int64)),
+        resize(splits.train.images),
+        splits.train.labels,
+        resize(splits.test.images),
+        splits.test.labels,
     )
 
 
-def _accuracy(net, x, y, batch: int = 500) -> float:
-    net.eval()
-    correct = 0
-    with torch.inference_mode():
-        for i in range(0, len(x), batch):
-            correct += (net(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum().item()
-    return correct / len(x)
+class RecalibratingTrainer(Trainer):
+    """The engine's ``Trainer`` plus this recipe's hook: after each epoch, BN statistics re-estimated.
 
-
-def _recalibrate_bn(net: torch.nn.Module, x: torch.Tensor, batch: int = 128, batches: int = 8) -> None:
-    """Re-estimate BN running statistics as exact averages over ``batches`` training batches.
-
-    After a few dozen steps the running averages (momentum 0.1) still remember the random initial
-    network, so an eval-mode model scores at chance; this is the usual fix for short runs.
+    After a few dozen steps the running averages (momentum 0.1) still remember the random initial network,
+    so an eval-mode model scores at chance; the usual fix for short runs is to re-estimate them as exact
+    averages over ``batches`` training batches before validating.
     """
-    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    net.train()
-    with torch.no_grad():
-        for i in range(0, min(len(x), batch * batches), batch):
-            net(x[i : i + batch])
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
+
+    recal_batches = 8
+
+    def train_epoch(self, batches: Any = None) -> dict[str, float]:
+        out = super().train_epoch(batches)
+        view = self.loaders.train.dataset
+        n = min(len(view), self.cfg.batch_size * self.recal_batches)
+        x, _ = self.train_loader.collate_fn(view.__getitems__(list(range(n))))
+        bns = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        self.model.train()
+        with torch.no_grad():
+            for i in range(0, n, self.cfg.batch_size):
+                self.model(x[i : i + self.cfg.batch_size])
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+        return out
 
 
 def ablation(
-    data: Path, size: int, n_train: int, n_val: int, n_test: int, epochs: int, seeds: list[int]
+    data: Path | None,
+    size: int,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    epochs: int,
+    seeds: list[int],
+    runs: Path = Path("runs/bench_residual_attention"),
 ) -> list[dict]:
+    """Each configuration through the engine on an in-memory Fashion-MNIST subset (``visattn.data``)."""
     xtr_all, ytr_all, xte, yte = _load_fmnist(data, size)
     split = torch.Generator().manual_seed(1234)
     perm = torch.randperm(len(xtr_all), generator=split)
-    tr_idx, va_idx = perm[:n_train], perm[n_train : n_train + n_val]
-    xtr, ytr, xva, yva = xtr_all[tr_idx], ytr_all[tr_idx], xtr_all[va_idx], ytr_all[va_idx]
+    pool = perm[: n_train + n_val]  # the engine carves n_val of these for validation (seeded by the run)
     te = torch.randperm(len(xte), generator=split)[:n_test]
-    xte, yte = xte[te], yte[te]
+    name = memory_dataset(
+        f"fmnist{size}_ablation",
+        (xtr_all[pool], ytr_all[pool]),
+        (xte[te], yte[te]),
+        mean=(0.286,),
+        std=(0.353,),
+        num_classes=10,
+    )
     configs = [
         ("attention56_cifar", "mixed", True),
         ("attention56_cifar", "mixed", False),
@@ -245,36 +265,35 @@ def ablation(
         ("attention56_cifar", "spatial", True),
     ]
     rows = []
-    for name, mask, residual in configs:
+    for model, mask, residual in configs:
         for seed in seeds:
-            torch.manual_seed(seed)
-            net = visattn.create_model(name, in_chans=1, num_classes=10, mask=mask, residual=residual)
-            steps = epochs * (n_train // 64)
-            opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4, nesterov=True)
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=steps)
-            best, best_state, t0 = -1.0, None, time.perf_counter()
-            g = torch.Generator().manual_seed(seed)
-            for _ in range(epochs):
-                net.train()
-                order = torch.randperm(n_train, generator=g)
-                for i in range(0, n_train - 63, 64):
-                    idx = order[i : i + 64]
-                    opt.zero_grad(set_to_none=True)
-                    F.cross_entropy(net(xtr[idx]), ytr[idx]).backward()
-                    opt.step()
-                    sched.step()
-                _recalibrate_bn(net, xtr)
-                val = _accuracy(net, xva, yva)
-                if val > best:
-                    best, best_state = val, {k: v.clone() for k, v in net.state_dict().items()}
-            net.load_state_dict(best_state)
+            cfg = train_config(
+                model=model,
+                model_kwargs={"mask": mask, "residual": residual},
+                data=name,
+                val_fraction=n_val / (n_train + n_val),
+                augment="none",
+                epochs=epochs,
+                batch_size=64,
+                eval_batch_size=500,
+                lr=0.05,
+                momentum=0.9,
+                nesterov=True,
+                weight_decay=1e-4,
+                schedule="cosine",
+                warmup_epochs=0.3 * epochs,
+                seed=seed,
+                out=str(runs / f"{model}_{mask}_{'arl' if residual else 'naive'}_s{seed}"),
+            )
+            t0 = time.perf_counter()
+            summary = RecalibratingTrainer(cfg).run()
             row = {
-                "model": name,
+                "model": model,
                 "mask": mask,
                 "residual": residual,
                 "seed": seed,
-                "val_acc": round(best, 4),
-                "test_acc": round(_accuracy(net, xte, yte), 4),
+                "val_acc": round(summary["best_val_top1"] / 100, 4),
+                "test_acc": round(summary["test_top1"] / 100, 4),
                 "train_s": round(time.perf_counter() - t0, 1),
             }
             print(json.dumps(row), flush=True)
@@ -286,7 +305,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--what", nargs="+", choices=("size", "speed", "ablation"), default=["size", "speed"])
     ap.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
-    ap.add_argument("--data", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    ap.add_argument(
+        "--data", type=Path, default=None, help="Fashion-MNIST (default: where visattn.data finds it)"
+    )
     ap.add_argument("--img-size", type=int, default=28, help="ablation image side (Fashion-MNIST is 28)")
     ap.add_argument("--n-train", type=int, default=2000)
     ap.add_argument("--n-val", type=int, default=1000)
@@ -307,8 +328,7 @@ def main() -> None:
         results["ablation"] = ablation(
             args.data, args.img_size, args.n_train, args.n_val, args.n_test, args.epochs, args.seeds
         )
-    if args.out is not None:
-        args.out.write_text(json.dumps(results, indent=1))
+    write_result(args.out, results)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ Prints a table (base / (a) / (b) per seed, mean +- std) and writes JSON.
 
 Usage::
 
-    nice .venv/bin/python benchmarks/bench_retrofit.py --data-dir /usr/share/datasets/fashion-mnist \\
-        --epochs 5 --finetune-epochs 3 --limit-train 6000 --seeds 0 1 2 --json /tmp/retrofit.json
+    nice .venv/bin/python benchmarks/bench_retrofit.py \\
+        --epochs 5 --finetune-epochs 3 --limit-train 6000 --seeds 0 1 2 --json docs/results/se_retrofit.json
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ import torch
 from visattn.data import load_dataset, make_loaders
 from visattn.train import TrainConfig, build_model, fit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
+
 __all__ = ["main"]
 
 
@@ -46,7 +50,7 @@ def _config(args: argparse.Namespace, seed: int, out: Path, **changes: Any) -> T
     base = TrainConfig(
         model="resnet20",
         data="fashion_mnist",
-        data_dir=str(args.data_dir),
+        data_dir=args.data_dir,
         val_fraction=args.val_fraction,
         limit_train=args.limit_train,
         epochs=args.epochs,
@@ -112,7 +116,7 @@ def _mean_std(values: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    ap.add_argument("--data-dir", default=None, help="Fashion-MNIST (default: where visattn.data finds it)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=5, help="epochs of the base run (E)")
     ap.add_argument("--finetune-epochs", type=int, default=3, help="epochs of (a) and of (b) (k)")
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--finetune-lr", type=float, default=0.02, help="peak lr of (a) and (b) (cosine)")
     ap.add_argument("--reduction", type=int, default=16, help="SE reduction ratio r")
     ap.add_argument("--check-images", type=int, default=512)
-    ap.add_argument("--out", type=Path, default=Path("/tmp/bench_retrofit"))
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_retrofit"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -190,9 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "paired_gain_b_minus_a": gains,
         "total_s": total,
     }
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    return result
+    return write_result(args.json, result, argv=argv)
 
 
 if __name__ == "__main__":

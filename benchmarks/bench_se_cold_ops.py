@@ -15,9 +15,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -27,6 +28,9 @@ from visattn.models.se_resnet import SEBottleneck
 __all__ = ["main"]
 
 STEPS = ("rsqrt+mul", "shift", "sum", "squeeze", "gate (4 ops)", "a*g, b*g", "addcmul", "add_relu")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
 
 
 def per_block(rounds: int) -> dict[str, list[float]]:
@@ -110,9 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     for n, (cold, warm) in ops.items():
         print(f"{n:24s} {cold:12.1f} {warm:14.1f}")
     result = {"per_block_us": blocks, "per_op_us": ops, "torch": torch.__version__, "threads": args.threads}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    write_result(args.json, result)
     return result
 
 

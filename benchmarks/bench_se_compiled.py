@@ -13,15 +13,19 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 import visattn
 
 __all__ = ["main"]
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -66,9 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{key:12s} resnet50 {summary['median_ms'][key][0]:7.1f} ms  se_resnet50 "
                 f"{summary['median_ms'][key][1]:7.1f} ms  overhead {med:+.2f} % [{lo:+.1f}, {hi:+.1f}]"
             )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "summary": summary, "torch": torch.__version__}, f, indent=1)
+    write_result(args.json, {"args": vars(args), "summary": summary})
     return summary
 
 

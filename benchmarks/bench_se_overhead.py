@@ -11,19 +11,20 @@ is timed as a reference for visattn's plain block.
 
 Usage::
 
-    nice python benchmarks/bench_se_overhead.py --rounds 12 --json /tmp/se_overhead.json
+    nice python benchmarks/bench_se_overhead.py --rounds 12 --json path/to/se_overhead.json
     nice python benchmarks/bench_se_overhead.py --tasks "infer b1" --rounds 40 --reps-b1 5   # one task only
-    nice python benchmarks/bench_se_overhead.py --rounds 10 --fused-plain   # + plain net with the fused BN tail
+    nice python benchmarks/bench_se_overhead.py --rounds 12 --fused-plain   # + plain net, same BN folding as SE
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -35,20 +36,37 @@ __all__ = ["main"]
 TASKS = ("infer b1", "infer b8", "train b8")
 PAIRS = (("visattn se_resnet50", "visattn resnet50"), ("timm seresnet50", "timm resnet50"))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
 
 FUSED_PLAIN = "visattn resnet50 fused BN"
 
 
 class _FusedBNBottleneck(nn.Module):
-    """Forward of a plain ``Bottleneck`` whose training-mode ``relu(bn3(c) + shortcut)`` uses the fused
-    batch-norm tail of ``se_resnet50`` without the gate (``_se_fused.BNResidualReLU``): a reference that
-    separates SE's own cost from the speed of the fused batch norm. Eval mode is the plain block's."""
+    """A plain ``Bottleneck`` whose ``relu(bn3(c) + shortcut)`` folds the batch norm exactly where
+    ``se_resnet50``'s SE tail folds it, without the gate: the like-for-like reference that separates SE's own
+    cost from the speed of the fused batch norm, in every column.
+
+    - training mode (batch statistics): ``_se_fused.BNResidualReLU``, the fused tail of ``se_resnet50``
+      without the gate;
+    - eval mode, no autograd, a map of at least ``_se_fused.EVAL_FUSE_MIN_NUMEL`` elements (batch-8 stages
+      1-3): the running-statistics batch norm folded into one scale-and-shift, written into ``c``, as SE's
+      ``bn_eval_se_residual_relu`` does (its squeeze and gate left out);
+    - otherwise (smaller maps, e.g. all of batch-1 inference, where SE also takes the unfused tail): the
+      plain block's ``relu(bn3(c) + shortcut)``.
+
+    Both sides fuse only for NCHW-contiguous maps without autocast (``SqueezeExcite.norm_residual_relu``'s
+    conditions); the fused training backward is ``once_differentiable`` (no double backward).
+    Before 2026-12-06 this reference folded the batch norm only in training, so its batch-8 inference
+    column compared SE's folded eval tail with an unfolded plain one (see docs/results/se.md).
+    """
 
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.block = block
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from visattn.attention import _se_fused
         from visattn.attention._se_fused import BNResidualReLU, bn_train_stats
 
         b = self.block
@@ -56,9 +74,20 @@ class _FusedBNBottleneck(nn.Module):
         out = b.relu(b.bn1(b.conv1(x)))
         out = b.relu(b.bn2(b.conv2(out)))
         c, bn = b.conv3(out), b.bn3
-        if not (bn.training and torch.is_grad_enabled()):
-            return b.relu(bn(c).add_(identity))
-        return BNResidualReLU.apply(c, identity, bn_train_stats(bn), bn.weight, bn.bias)
+        fusable = _se_fused.can_fuse(c) and not torch.is_autocast_enabled(c.device.type)
+        if fusable and bn.training and torch.is_grad_enabled():
+            return BNResidualReLU.apply(c, identity, bn_train_stats(bn), bn.weight, bn.bias)
+        if (
+            fusable
+            and not bn.training
+            and not torch.is_grad_enabled()
+            and c.numel() >= _se_fused.EVAL_FUSE_MIN_NUMEL
+        ):
+            a = torch.rsqrt(bn.running_var + bn.eps).mul_(bn.weight)
+            shift = torch.addcmul(bn.bias, bn.running_mean, a, value=-1.0)
+            n = c.shape[0]
+            return _se_fused._scale_shift_add_relu(c, a.expand(n, -1), shift.expand(n, -1), identity, c)
+        return b.relu(bn(c).add_(identity))
 
 
 def _fused_plain_resnet50() -> nn.Module:
@@ -131,7 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--fused-plain",
         action="store_true",
-        help=f"also time {FUSED_PLAIN!r}: resnet50 with se_resnet50's fused batch-norm tail, no gate",
+        help=f"also time {FUSED_PLAIN!r}: resnet50 whose batch norm is folded wherever se_resnet50's is (training"
+        " and large eval maps), no gate: SE's own cost is se_resnet50 against it",
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -190,9 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{t} {s['median']:+5.2f} [{s['min']:+.1f}, {s['max']:+.1f}]" for t, s in per_task.items()
             )
             print(f"{key:45s} {row}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "summary": summary, "times_s": times}, f, indent=1)
+    write_result(args.json, {"args": vars(args), "summary": summary, "times_s": times})
     return summary
 
 

@@ -14,8 +14,8 @@ it actually built. Prints a Markdown table (params, test top-1 per seed, mean +-
 
 Usage::
 
-    nice .venv/bin/python benchmarks/bench_se_reduction.py --data-dir /usr/share/datasets/fashion-mnist \\
-        --limit-train 4000 --val-fraction 0.05 --epochs 3 --seeds 0 1 2 --json /tmp/se_reduction.json
+    nice .venv/bin/python benchmarks/bench_se_reduction.py \\
+        --limit-train 4000 --val-fraction 0.05 --epochs 3 --seeds 0 1 2 --json docs/results/se_reduction.json
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,10 @@ import torch
 
 from visattn.attention.se import SqueezeExcite
 from visattn.models import create_model
-from visattn.train import TrainConfig, fit
+from visattn.train import fit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import train_config, write_result  # noqa: E402
 
 __all__ = ["main"]
 
@@ -58,7 +62,11 @@ def _mean_std(values: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    ap.add_argument(
+        "--data-dir",
+        default=None,
+        help="Fashion-MNIST folder (default: the Debian package's, as visattn.data finds it)",
+    )
     ap.add_argument("--reductions", type=int, nargs="+", default=[4, 8, 16, 32])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=3)
@@ -66,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--val-fraction", type=float, default=0.05)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1, help="peak learning rate (cosine)")
-    ap.add_argument("--out", type=Path, default=Path("/tmp/bench_se_reduction"))
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_se_reduction"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -81,11 +89,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for seed in args.seeds:
         for i, (label, model, kw) in enumerate(variants):
-            cfg = TrainConfig(
+            cfg = train_config(
                 model=model,
                 model_kwargs=kw,
                 data="fashion_mnist",
-                data_dir=str(args.data_dir),
+                data_dir=args.data_dir,
                 val_fraction=args.val_fraction,
                 limit_train=args.limit_train,
                 epochs=args.epochs,
@@ -94,8 +102,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 schedule="cosine",
                 seed=seed,
                 out=str(args.out / f"seed{seed}" / f"v{i}"),
-                device="cpu",
-                progress=False,
             )
             t0 = time.perf_counter()
             summary = fit(cfg)
@@ -137,9 +143,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
         "total_s": total,
     }
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    return result
+    return write_result(args.json, result, argv=argv)
 
 
 if __name__ == "__main__":

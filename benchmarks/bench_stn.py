@@ -1,31 +1,43 @@
 """CPU-scale slice of Table 1 of Spatial Transformer Networks (Jaderberg et al., NIPS 2015).
 
-Trains models from ``visattn.models.stn`` on a distorted MNIST (``mnist_rts`` by default) with one
-fixed budget of optimiser steps per model, picks the checkpoint with the lowest error on a
-validation split carved from the training set, and reports the test error of that checkpoint on
-the fixed generated test set, plus the time per training step.
+Trains models from ``visattn.models.stn`` on a distorted MNIST (``mnist_rts`` by default) through the
+library's engine (``visattn.train.Trainer``, the code ``visattn train`` runs) for a fixed budget of
+optimiser steps per model: ``--steps`` in periods of ``--eval-every`` steps (the engine's "epochs",
+``max_steps_per_epoch``), each period a fresh shuffle of the training set, validation after each
+period on ``--val-size`` images carved from the training set (the engine's split, seeded by
+``--seed``). The best-on-validation period's weights are scored once on the fixed generated test set.
+Adam (``adamw``, weight decay 0) with the engine's warm-up (30 % of the steps) + cosine schedule; two
+hooks of this recipe sit on the ``Trainer`` (:class:`STNTrainer`): the localisation nets' smaller
+learning rate and, with ``--fresh-train``, new training distortions every period.
 
-Example (what docs/results/stn.md reports):
+Before 2026-12-06 this script had its own loop (Adam + ``OneCycleLR``, one fixed validation split of
+seed 1234, fresh distortions per full pass); the figures in docs/results/stn.md measured with it say so.
 
-    nice python benchmarks/bench_stn.py --data-dir /work/shared/data/mnist.npz --dataset mnist_rts \\
-        --models cnn_mnist --steps 700 --eval-every 350 --val-size 2000 --out cnn.json
-    (then the same with --models st_cnn_mnist; one model per run keeps each run under 5 minutes)
+Example (the 700-step figure of docs/results/stn.md, one model per run):
+
+    nice python benchmarks/bench_stn.py --data-dir ../shared/data/mnist.npz --dataset mnist_rts \\
+        --models cnn_mnist --steps 700 --eval-every 350 --val-size 2000 --seed 0 --out cnn_s0.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 import visattn
-from visattn.data import load_dataset
+from visattn.data import load_dataset, make_loaders
 from visattn.data.distorted import distort
+from visattn.train import Trainer, load_weights
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import error_rate, train_config, write_result  # noqa: E402
 
 KINDS = {"mnist_rotated": "R", "mnist_rts": "RTS", "mnist_projective": "P", "mnist_elastic": "E"}
 
@@ -35,9 +47,9 @@ def model_options(name: str, size: int, args: argparse.Namespace) -> dict[str, A
     return {"image_size": size} | ({"transform": args.transform} if name.startswith("st_") else {})
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", required=True, help="MNIST source, e.g. /work/shared/data/mnist.npz")
+    p.add_argument("--data-dir", required=True, help="MNIST source, e.g. ../shared/data/mnist.npz")
     p.add_argument(
         "--dataset",
         default="mnist_rts",
@@ -67,11 +79,11 @@ def parse_args() -> argparse.Namespace:
         help="model and inputs in channels_last memory format (faster on CPU, not bit-identical)",
     )
     p.add_argument(
-        "--save",
-        default=None,
-        help="write the best-on-validation state dict here (safetensors) each time it improves, and the"
-        " validation curve so far to --out, so an interrupted long run keeps its selected checkpoint",
+        "--runs",
+        default="runs/bench_stn",
+        help="the engine's run folders go here (<dataset>_<model>_s<seed>/: best.pt, last.pt, history)",
     )
+    p.add_argument("--resume", action="store_true", help="continue interrupted runs from their last.pt")
     p.add_argument(
         "--fresh-train",
         action="store_true",
@@ -81,87 +93,116 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--test-checkpoint",
         default=None,
-        help="only evaluate this --save file (of --models' single model) on the test set and stop",
+        help="only evaluate this checkpoint (a run's best.pt, or safetensors) of --models' single model on the"
+        " test set and stop",
     )
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
-def error_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 250) -> float:
-    model.eval()
-    wrong = 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            wrong += int((model(x[i : i + batch]).argmax(1) != y[i : i + batch]).sum())
-    model.train()
-    return 100.0 * wrong / len(x)
+class STNTrainer(Trainer):
+    """The engine's ``Trainer`` with the two hooks of this recipe.
+
+    - ``loc_lr_mult``: the localisation nets train at ``lr * loc_lr_mult`` (the paper lowers their rate);
+      the optimiser is rebuilt with two parameter groups under the engine's own schedule function.
+    - ``regenerate(epoch)``: with ``--fresh-train``, before every epoch after the first the training
+      digits get new distortions (validation and test images are untouched).
+    """
+
+    def __init__(
+        self, cfg: Any, *, loc_lr_mult: float = 1.0, regenerate: Callable[[int], torch.Tensor] | None = None
+    ) -> None:
+        self.loc_lr_mult = loc_lr_mult
+        self.regenerate = regenerate
+        super().__init__(cfg)
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        loc = [p for n, p in self.model.named_parameters() if ".localization." in f".{n}"]
+        if not loc or self.loc_lr_mult == 1.0 or self.optimizer is None or self.scheduler is None:
+            return
+        ids = {id(p) for p in loc}
+        rest = [p for p in self.model.parameters() if id(p) not in ids]
+        cfg = self.cfg
+        groups = [{"params": rest, "lr": cfg.lr}, {"params": loc, "lr": cfg.lr * self.loc_lr_mult}]
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        mult = self.scheduler.lr_lambdas[0]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, mult)
+
+    def train_epoch(self, batches: Any = None) -> dict[str, float]:
+        if self.regenerate is not None and batches is None and self.start_epoch > 0:
+            base = self.splits.train
+            idx = self.loaders.train.dataset.indices  # the training digits only, never the validation ones
+            images = base.images.clone()
+            images[idx] = self.regenerate(self.start_epoch)[idx]
+            base.images = images
+        return super().train_epoch(batches)
 
 
-def train_one(name: str, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    torch.manual_seed(args.seed)
-    model = visattn.create_model(name, **model_options(name, data["size"], args))
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    loc = [p for n, p in model.named_parameters() if ".localization." in f".{n}"]
-    rest = [p for n, p in model.named_parameters() if ".localization." not in f".{n}"]
-    groups = [{"params": rest, "lr": args.lr}]
-    if loc:
-        groups.append({"params": loc, "lr": args.lr * args.loc_lr_mult})
-    opt = torch.optim.Adam(groups)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=args.steps)
-    x_tr, y_tr = data["train"]
-    g = torch.Generator().manual_seed(args.seed)
-    best = {"val_error": float("inf"), "step": 0, "state": None}
-    curve, step_time, step = [], 0.0, 0
-    epoch = 0
-    while step < args.steps:
-        if epoch > 0 and args.fresh_train:
-            x_tr = data["regenerate"](epoch)
-        epoch += 1
-        for idx in torch.randperm(len(x_tr), generator=g).split(args.batch_size):
-            if step == args.steps:
-                break
-            t0 = time.perf_counter()
-            loss = F.cross_entropy(model(x_tr[idx].contiguous(memory_format=fmt)), y_tr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step_time += time.perf_counter() - t0
-            step += 1
-            if step % args.eval_every == 0 or step == args.steps:
-                val = error_rate(model, *data["val"])
-                curve.append({"step": step, "loss": round(loss.item(), 4), "val_error": val})
-                print(f"  {name} step {step} loss {loss.item():.3f} val {val:.2f}%", flush=True)
-                if val < best["val_error"]:
-                    best = {
-                        "val_error": val,
-                        "step": step,
-                        "state": {k: v.clone() for k, v in model.state_dict().items()},
-                    }
-                    if args.save:
-                        save_file({k: v.contiguous() for k, v in best["state"].items()}, args.save)
-                if args.out:  # the curve so far (no test number), for runs that are stopped early
-                    with open(args.out, "w") as f:
-                        json.dump(
-                            {"partial": True, "model": name, "curve": curve, "best_step": best["step"]}, f
-                        )
-    model.load_state_dict(best["state"])
-    test = error_rate(model, *data["test"])
+def run_config(name: str, size: int, args: argparse.Namespace) -> Any:
+    """The engine configuration of one model: ``--steps`` in periods of ``--eval-every`` steps."""
+    periods = -(-args.steps // args.eval_every)
+    return train_config(
+        model=name,
+        model_kwargs=model_options(name, size, args),
+        data=args.dataset,
+        data_dir=args.data_dir,
+        val_fraction=args.val_size / 60_000,
+        limit_train=args.train_size or None,
+        augment="none",
+        epochs=periods,
+        max_steps_per_epoch=args.eval_every,
+        batch_size=args.batch_size,
+        optimizer="adamw",
+        lr=args.lr,
+        weight_decay=0.0,
+        schedule="cosine",
+        warmup_epochs=0.3 * periods,
+        channels_last=args.channels_last,
+        seed=args.seed,
+        out=str(Path(args.runs) / f"{args.dataset}_{name}_s{args.seed}"),
+        resume=args.resume,
+    )
+
+
+def train_one(name: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train ``name`` through the engine; the best-on-validation period's weights are tested once."""
+    regenerate = None
+    if args.fresh_train:
+        source: list[torch.Tensor] = []  # the undistorted training digits, loaded on first use
+
+        def regenerate(epoch: int) -> torch.Tensor:
+            if not source:
+                source.append(load_dataset("mnist", data_dir=args.data_dir).train.images)
+            return distort(source[0], KINDS[args.dataset], seed=1_000_000 + 1000 * args.seed + epoch)[0]
+
+    trainer = STNTrainer(run_config(name, size, args), loc_lr_mult=args.loc_lr_mult, regenerate=regenerate)
+    summary = trainer.run()
+    model = trainer.model  # the best-on-validation weights (the engine reloads them for its test pass)
     if args.png and name.startswith("st_"):
         from visattn.viz import plot_warps
 
+        x, _ = next(iter(trainer.test_loader))
         model.eval()
-        plot_warps(model, data["test"][0][:8], args.png, max_images=8)
-    n_params = sum(p.numel() for p in model.parameters())
+        plot_warps(model, x[:8], args.png, max_images=8)
+    hist = summary["history"]
+    best = max(hist, key=lambda h: h["val_top1"])
+    steps = trainer.global_step
     return {
         "model": name,
         "transform": args.transform if name.startswith("st_") else None,
-        "params": n_params,
-        "selected_step": best["step"],
-        "val_error": best["val_error"],
-        "test_error": test,
-        "ms_per_step": 1000 * step_time / args.steps,
-        "curve": curve,
+        "params": summary["params"],
+        "selected_step": best["epoch"] * args.eval_every,
+        "val_error": 100.0 - best["val_top1"],
+        "test_error": 100.0 - summary["test_top1"],
+        "ms_per_step": 1000 * summary["train_time_s"] / max(1, steps),
+        "curve": [
+            {
+                "step": h["epoch"] * args.eval_every,
+                "loss": h["train_loss"],
+                "val_error": 100.0 - h["val_top1"],
+            }
+            for h in hist
+        ],
     }
 
 
@@ -188,56 +229,28 @@ def time_steps(args: argparse.Namespace, size: int) -> None:
         )
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if args.time_steps:
         sizes = {"mnist_rts": 42}
-        return time_steps(args, sizes.get(args.dataset, 28))
+        time_steps(args, sizes.get(args.dataset, 28))
+        return None
     ds = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
-    mean, std = ds.mean[0], ds.std[0]
-
-    def prep(images: torch.Tensor) -> torch.Tensor:
-        return (images.float() / 255 - mean) / std
-
-    x, y = prep(ds.train.images), ds.train.labels
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(1234))  # same split for every seed
-    val_idx, tr_idx = perm[: args.val_size], perm[args.val_size :]
-    if args.train_size:
-        tr_idx = tr_idx[: args.train_size]
-
-    source: list[torch.Tensor] = []  # the undistorted training digits, loaded on first use
-
-    def regenerate(epoch: int) -> torch.Tensor:
-        """The training digits with new distortions (same digits, labels and order as ``x[tr_idx]``)."""
-        if not source:
-            source.append(load_dataset("mnist", data_dir=args.data_dir).train.images[tr_idx])
-        return prep(distort(source[0], KINDS[args.dataset], seed=1_000_000 + 1000 * args.seed + epoch)[0])
-
-    data = {
-        "regenerate": regenerate,
-        "size": ds.image_size[0],
-        "train": (x[tr_idx], y[tr_idx]),
-        "val": (x[val_idx], y[val_idx]),
-        "test": (prep(ds.test.images), ds.test.labels),
-    }
-    print(
-        f"{args.dataset}: train {len(tr_idx)}, val {len(val_idx)}, test {len(ds.test)}; "
-        f"generated in {time.perf_counter() - t0:.1f}s",
-        flush=True,
-    )
+    size = ds.image_size[0]
     if args.test_checkpoint:
         if len(args.models) != 1:
             raise ValueError(f"--test-checkpoint needs exactly one model in --models, got {args.models}")
         name = args.models[0]
-        model = visattn.create_model(name, **model_options(name, data["size"], args))
-        model.load_state_dict(load_file(args.test_checkpoint))
-        print(f"{name} from {args.test_checkpoint}: test error {error_rate(model, *data['test']):.2f}%")
+        model = visattn.create_model(name, **model_options(name, size, args))
+        load_weights(model, args.test_checkpoint)
+        loaders = make_loaders(ds, batch_size=args.batch_size, val_fraction=0.0, eval_batch_size=250)
+        print(f"{name} from {args.test_checkpoint}: test error {error_rate(model, loaders.test):.2f}%")
         return None
     results = []
     for name in args.models:
-        r = train_one(name, data, args)
+        r = train_one(name, size, args)
         print(
             f"{name}: test error {r['test_error']:.2f}% (val {r['val_error']:.2f}% at step {r['selected_step']}),"
             f" {r['ms_per_step']:.1f} ms/step, {r['params']} params",
@@ -251,9 +264,7 @@ def main() -> None:
         "total_s": round(time.perf_counter() - t0, 1),
     }
     print(f"total {summary['total_s']}s")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(summary, f, indent=1)
+    return write_result(args.out, summary, argv=argv)
 
 
 if __name__ == "__main__":

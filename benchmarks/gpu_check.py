@@ -18,9 +18,11 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +31,9 @@ from torch import nn
 IMAGENET = {"resnet18", "resnet50", "se_resnet18", "se_resnet50", "attention56", "attention92", "st_cnn"}
 DEV = "cuda"  # --dry-run-cpu switches to "cpu" to check the script itself
 COMPILE = ["se_resnet20", "attention56_cifar"]
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
 
 
 def _sync() -> None:
@@ -252,8 +257,8 @@ def main() -> None:
                 for n in (COMPILE if not args.dry_run_cpu else COMPILE[:1])
             ],
         }
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=1)
+    machine = f"1x {torch.cuda.get_device_name()}" if torch.cuda.is_available() else None
+    write_result(args.out, result, machine=machine)
     print(json.dumps(result)[:3000])
 
 

@@ -17,7 +17,7 @@ ACC_LIMIT=${ACC_LIMIT:-400}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
-R=/tmp/visattn_gpu
+R=${VISATTN_GPU_OUT:-runs/visattn_gpu}
 rm -rf "$R" && mkdir -p "$R/acc"
 exec > >(tee -a "$OUT/session.log") 2>&1
 date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
