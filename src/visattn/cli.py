@@ -252,8 +252,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from visattn.checkpoint import extract_state_dict
     from visattn.train import export_safetensors, safe_load
-    from visattn.train.checkpoint import extract_state_dict
 
     out = Path(args.out)
     if out.suffix != ".safetensors":

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 import visattn
+from visattn.learning.reinforce import baseline_loss, classification_reward, reinforce_loss
 from visattn.models.ram import RecurrentAttention
 from visattn.train import TrainConfig, fit
-from visattn.train.reinforce import baseline_loss, classification_reward, reinforce_loss
 
 SMALL = dict(num_glimpses=3, glimpse_hidden=16, location_hidden=8, hidden_size=32)
 

@@ -1,9 +1,13 @@
-"""Training: the engine (single process and torchrun DDP), checkpoints, REINFORCE, evolution strategies."""
+"""Training: the engine (single process and torchrun DDP), its config and run folders.
 
-from visattn.train.checkpoint import atomic_save, export_safetensors, load_weights, safe_load
+Checkpoint I/O lives in ``visattn.checkpoint`` and the learning rules (REINFORCE, SNES) in
+``visattn.learning``; both are re-exported here for compatibility.
+"""
+
+from visattn.checkpoint import atomic_save, export_safetensors, load_weights, safe_load
+from visattn.learning.snes import SNES, fitness_shaping_utilities, rank_utilities, snes_defaults
 from visattn.train.config import TrainConfig, apply_overrides, config_from_dict, load_config
 from visattn.train.engine import Trainer, build_model, evaluate, fit
-from visattn.train.snes import SNES, fitness_shaping_utilities, rank_utilities, snes_defaults
 
 __all__ = [
     "SNES",

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from visattn.train.checkpoint import atomic_save, capture_rng, load_weights, restore_rng, safe_load
+from visattn.checkpoint import atomic_save, capture_rng, load_weights, restore_rng, safe_load
 from visattn.train.config import TrainConfig, config_to_dict
 from visattn.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
 from visattn.train.logs import write_history, write_text_atomic
