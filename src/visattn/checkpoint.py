@@ -1,4 +1,7 @@
-"""Checkpoints: atomic writes, safe loads, RNG capture.
+"""Checkpoints: atomic writes, safe loads, RNG capture, ``.safetensors`` export with metadata.
+
+Sits below ``visattn.models`` (a model builder may load weights, e.g. dasNet's base) and depends on
+``torch``, ``numpy`` and ``safetensors`` only. Formerly ``visattn.train.checkpoint`` (still importable).
 
 * Writes go to a temporary file in the same folder, are flushed and fsync'ed, then renamed over
   the target (``os.replace`` is atomic on POSIX), so a run killed at any moment leaves either the
@@ -28,7 +31,11 @@ __all__ = [
     "load_weights",
     "export_safetensors",
     "extract_state_dict",
+    "load_state",
+    "read_metadata",
 ]
+
+METADATA_KEY = "visattn"
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -94,28 +101,56 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
 
     With ``strict=True`` a mismatch raises ``ValueError`` listing the missing and unexpected keys.
     """
-    sd = extract_state_dict(safe_load(path), source=repr(str(path)))
+    return load_state(model, safe_load(path), source=repr(str(path)), strict=strict)
+
+
+def load_state(
+    model: nn.Module, obj: Any, *, source: str = "weights", strict: bool = True
+) -> dict[str, list[str]]:
+    """Load an already-loaded file's state dict (see :func:`extract_state_dict`) into ``model``.
+
+    Shapes are checked first (``ValueError`` naming the first mismatched tensor); with ``strict``
+    missing or unexpected keys raise ``ValueError`` listing them. Returns the missing/unexpected keys.
+
+    >>> net = nn.Linear(2, 3)
+    >>> load_state(net, {"model": nn.Linear(2, 3).state_dict()})
+    {'missing': [], 'unexpected': []}
+    """
+    sd = extract_state_dict(obj, source=source)
     own = model.state_dict()
     bad_shape = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
     if bad_shape:
         k = bad_shape[0]
         raise ValueError(
-            f"weights {str(path)!r} do not fit the model: {k!r} has shape {tuple(sd[k].shape)}, "
+            f"weights {source} do not fit the model: {k!r} has shape {tuple(sd[k].shape)}, "
             f"the model expects {tuple(own[k].shape)} ({len(bad_shape)} mismatched tensors)"
         )
     result = model.load_state_dict(sd, strict=False)
     report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
     if strict and (report["missing"] or report["unexpected"]):
         raise ValueError(
-            f"weights {str(path)!r} do not match the model: missing keys {report['missing'][:8]}"
+            f"weights {source} do not match the model: missing keys {report['missing'][:8]}"
             f"{' ...' if len(report['missing']) > 8 else ''}, unexpected keys {report['unexpected'][:8]}"
             f"{' ...' if len(report['unexpected']) > 8 else ''}"
         )
     return report
 
 
-def export_safetensors(model_or_state: nn.Module | dict[str, torch.Tensor], path: str | Path) -> None:
-    """Write the model's weights as a ``.safetensors`` file (atomically)."""
+def export_safetensors(
+    model_or_state: nn.Module | dict[str, torch.Tensor],
+    path: str | Path,
+    *,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Write the model's weights as a ``.safetensors`` file (atomically).
+
+    ``metadata`` (JSON-serialisable: e.g. ``{"config": {model, model_kwargs, retrofit, data,
+    data_kwargs, ...}, "data_info": {num_classes, in_chans, image_size, mean, std, class_names}}``)
+    is stored in the file's header under ``"visattn"``; :func:`read_metadata` returns it, and
+    ``visattn.train.load_run`` rebuilds the model and its data transform from it.
+    """
+    import json
+
     from safetensors.torch import save_file
 
     sd = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
@@ -125,11 +160,43 @@ def export_safetensors(model_or_state: nn.Module | dict[str, torch.Tensor], path
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(sd, tmp)
+        header = None if metadata is None else {METADATA_KEY: json.dumps(metadata, sort_keys=True)}
+        save_file(sd, tmp, metadata=header)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The visattn metadata of a ``.safetensors`` file (``{}`` when it has none; see :func:`export_safetensors`).
+
+    ``ValueError`` naming the path when the file is not a safetensors file or its metadata is not JSON.
+    """
+    import json
+
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"weights file {str(p)!r} does not exist")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as e:
+        raise ValueError(f"could not read {str(p)!r} as a safetensors file: {e}") from e
+    raw = header.get(METADATA_KEY)
+    if raw is None:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"the {METADATA_KEY!r} metadata of {str(p)!r} is not JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"the {METADATA_KEY!r} metadata of {str(p)!r} must be a mapping, got {type(meta).__name__}"
+        )
+    return meta
 
 
 def capture_rng() -> dict[str, Any]:

@@ -20,7 +20,6 @@ losses; ``uses_optimizer = False`` with ``train_step(x, y)`` replaces backward/s
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
@@ -30,103 +29,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from visattn.checkpoint import atomic_save, capture_rng, load_weights, restore_rng, safe_load
+from visattn.checkpoint import atomic_save, capture_rng, restore_rng, safe_load
+from visattn.train.build import build_model, check_model_fits, data_info
 from visattn.train.config import TrainConfig, config_to_dict
-from visattn.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
+from visattn.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from visattn.train.evaluate import autocast as _autocast
+from visattn.train.evaluate import evaluate, logits_of
 from visattn.train.logs import write_history, write_text_atomic
 from visattn.train.schedule import lr_multiplier
 
 __all__ = ["Trainer", "fit", "evaluate", "build_model", "logits_of", "check_model_fits"]
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """The logits ``(B, K)`` of a model output (a tensor, or a dict with ``"logits"``)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, dict) and "logits" in output:
-        return output["logits"]
-    raise TypeError(f"a model must return logits or a dict with 'logits', got {type(output).__name__}")
-
-
-def build_model(cfg: TrainConfig, *, num_classes: int, in_chans: int) -> nn.Module:
-    """Create ``cfg.model``, load ``cfg.weights`` (weights-only) and apply ``cfg.retrofit``."""
-    from visattn.models import create_model
-
-    model = create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **cfg.model_kwargs)
-    if cfg.weights:
-        load_weights(model, cfg.weights, strict=True)
-    if cfg.retrofit:
-        from visattn import retrofit as _retrofit  # type: ignore[attr-defined]
-
-        _retrofit(model, attention=cfg.retrofit, **cfg.retrofit_kwargs)
-    return model
-
-
-def check_model_fits(model: nn.Module, name: str, in_chans: int, image_size: tuple[int, int]) -> None:
-    """Raise ``ValueError`` before training when the data's images do not fit the model's input spec."""
-    spec = getattr(model, "input_spec", None)
-    if spec is None:
-        return
-    h, w = image_size
-    if spec.in_chans != in_chans:
-        raise ValueError(f"model {name!r} takes {spec.in_chans}-channel images, the data has {in_chans}")
-    if h < spec.min_size[0] or w < spec.min_size[1]:
-        raise ValueError(
-            f"model {name!r} needs images of at least {spec.min_size[0]}x{spec.min_size[1]}, the data has {h}x{w}"
-        )
-    if spec.size is not None and tuple(spec.size) != (h, w):
-        raise ValueError(f"model {name!r} needs {spec.size[0]}x{spec.size[1]} images, the data has {h}x{w}")
-
-
-def _autocast(device: torch.device, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: Iterable,
-    device: torch.device,
-    *,
-    amp: bool = False,
-    channels_last: bool = False,
-) -> dict[str, float]:
-    """Mean cross-entropy, top-1 and top-5 accuracy (%) over ``loader``, summed over all processes."""
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
-            logits = logits_of(model(x)).float()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hit = top.eq(y[:, None])
-        sums += torch.stack(
-            [
-                F.cross_entropy(logits, y, reduction="sum").double(),
-                hit[:, 0].sum().double(),
-                hit.any(dim=1).sum().double(),
-                torch.tensor(float(y.numel()), dtype=torch.float64, device=device),
-            ]
-        )
-    all_reduce_sum(sums)
-    n = max(1.0, sums[3].item())
-    return {
-        "loss": sums[0].item() / n,
-        "top1": 100 * sums[1].item() / n,
-        "top5": 100 * sums[2].item() / n,
-        "n": int(sums[3].item()),
-    }
 
 
 def _shard(loader: DataLoader | None, info: DistInfo, batch_size: int) -> DataLoader | None:
@@ -313,6 +230,7 @@ class Trainer:
             "history": self.history,
             "rng": capture_rng(),
             "config": config_to_dict(self.cfg),
+            "data_info": data_info(self.splits),
         }
 
     def _resume(self) -> None:
@@ -361,6 +279,7 @@ class Trainer:
                     "epoch": self.start_epoch,
                     "val_top1": self.best_top1,
                     "config": state["config"],
+                    "data_info": state["data_info"],
                 },
                 self.out / "best.pt",
             )
@@ -492,6 +411,7 @@ class Trainer:
                 "epoch": 0,
                 "val_top1": self.best_top1,
                 "config": config_to_dict(cfg),
+                "data_info": data_info(self.splits),
             }
             atomic_save(state, self.out / "best.pt")
             if cfg.progress:
