@@ -186,6 +186,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from visattn.callbacks import default_callbacks
     from visattn.train import fit
     from visattn.train.config import config_to_dict
 
@@ -195,7 +196,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         return 0
-    summary = fit(cfg)
+    summary = fit(cfg, callbacks=default_callbacks(cfg))
     keys = ("model", "data", "best_val_top1", "test_top1", "test_top5", "params", "train_time_s", "out")
     print(json.dumps({k: summary.get(k) for k in keys}))
     return 0
@@ -262,7 +263,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from visattn.viz.report import write_report
+    from visattn.report import write_report
 
     path = write_report(args.run_dirs, args.out, data_dir=args.data_dir, images=args.images)
     print(f"report: {path}")

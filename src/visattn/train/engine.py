@@ -24,7 +24,8 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from visattn.checkpoint import atomic_save, capture_rng, restore_rng, safe_load
 from visattn.train.build import build_model, check_model_fits, data_info
+from visattn.train.callbacks import Callback
 from visattn.train.config import TrainConfig, config_to_dict
 from visattn.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from visattn.train.evaluate import autocast as _autocast
@@ -63,7 +65,9 @@ def _shard(loader: DataLoader | None, info: DistInfo, batch_size: int) -> DataLo
 class Trainer:
     """Holds the model, optimiser, schedule and loaders of one run; ``run()`` trains it."""
 
-    def __init__(self, cfg: TrainConfig, *, info: DistInfo | None = None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, *, info: DistInfo | None = None, callbacks: Sequence[Callback] = ()
+    ) -> None:
         cfg.validate()
         self.cfg = cfg
         self.info = info or init_distributed(cfg.device)
@@ -76,7 +80,7 @@ class Trainer:
         self.best_top1 = -math.inf
         self.global_step = 0
         self.tb: Any = None
-        self.tb_images: Any = None
+        self.callbacks = list(callbacks)
         self.initial_val_top1: float | None = None
         if cfg.resume:
             self._resume()
@@ -352,8 +356,8 @@ class Trainer:
             n_img += y.shape[0]
             n_steps += 1
             self.global_step += 1
-            if self.tb_images is not None:
-                self.tb_images.maybe_log(self.tb, self.model, self.global_step)
+            for cb in self.callbacks:
+                cb.on_step_end(self)
             if bar is not None:
                 bar.update(1)
                 if i % self.cfg.log_every == 0:
@@ -417,19 +421,17 @@ class Trainer:
             if cfg.progress:
                 print(json.dumps({"epoch": 0, "val_top1": round(val["top1"], 4)}))
 
-    def _attention_image_logger(self) -> Any:
-        """A fixed batch (the first validation images, else test images) for TensorBoard attention views."""
-        from visattn.train.tb_images import AttentionImageLogger
-
+    def fixed_batch(self, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` validation images (else test images) and labels, as the model takes them
+        (e.g. for attention pictures during training)."""
         loader = self.val_loader if self.val_loader is not None else self.test_loader
         if loader is None:
-            raise ValueError("tb_images_every needs validation or test images; this dataset has neither")
+            raise ValueError("this dataset has neither validation nor test images")
         x, y = next(iter(loader))
-        x, y = x[:8], y[:8]
+        x, y = x[:n], y[:n]
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        names = getattr(self.splits, "class_names", None)
-        return AttentionImageLogger(x, y, every=self.cfg.tb_images_every, class_names=names)
+        return x, y
 
     def run(self, *, stop_after: int | None = None) -> dict[str, Any]:
         """Train from ``start_epoch`` to ``cfg.epochs``; return the summary (also ``summary.json``).
@@ -445,9 +447,18 @@ class Trainer:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(self.out / "tb"))
-                if cfg.tb_images_every:
-                    self.tb_images = self._attention_image_logger()
+                if cfg.tb_images_every and not any(
+                    getattr(cb, "writes_attention_images", False) for cb in self.callbacks
+                ):
+                    warnings.warn(
+                        f"tb_images_every={cfg.tb_images_every} needs an attention-image callback: pass "
+                        "callbacks=[visattn.callbacks.AttentionImages()] (the visattn command adds it)",
+                        UserWarning,
+                        stacklevel=2,
+                    )
         try:
+            for cb in self.callbacks:
+                cb.on_train_start(self)
             if self.start_epoch == 0 and self.val_loader is not None and self._select_initial():
                 self._validate_initial()
             while self.start_epoch < cfg.epochs:
@@ -468,6 +479,8 @@ class Trainer:
                 self.history.append(row)
                 self.start_epoch += 1
                 self._save(is_best)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, row)
                 if self.tb is not None:
                     for k, v in row.items():
                         if isinstance(v, (int, float)) and k != "epoch":
@@ -478,6 +491,8 @@ class Trainer:
                     return {"history": self.history, "out": str(self.out), "stopped_after": self.start_epoch}
             barrier()
             summary = self._finish()
+            for cb in self.callbacks:
+                cb.on_train_end(self, summary)
         finally:
             if self.tb is not None:
                 self.tb.close()
@@ -510,11 +525,14 @@ class Trainer:
         return summary
 
 
-def fit(cfg: TrainConfig) -> dict[str, Any]:
-    """Train ``cfg`` to the end (single process or under ``torchrun``); return the summary."""
+def fit(cfg: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Train ``cfg`` to the end (single process or under ``torchrun``); return the summary.
+
+    ``callbacks``: objects with the hooks of :class:`~visattn.train.callbacks.Callback`.
+    """
     info = init_distributed(cfg.device)
     try:
-        summary = Trainer(cfg, info=info).run()
+        summary = Trainer(cfg, info=info, callbacks=callbacks).run()
         barrier()  # every rank reaches the end before the group is torn down (a gloo peer closing early can abort)
         return summary
     finally:
