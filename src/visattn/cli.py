@@ -45,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    ls = sub.add_parser("list", help="list registered models, attention types and datasets")
-    ls.add_argument("what", nargs="?", choices=["models", "attention", "datasets", "all"], default="all")
+    ls = sub.add_parser("list", help="list registered models, attention types, sensors and datasets")
+    ls.add_argument(
+        "what", nargs="?", choices=["models", "attention", "sensors", "datasets", "all"], default="all"
+    )
 
     tr = sub.add_parser(
         "train",
@@ -172,11 +174,13 @@ def _check_names(model: str | None, data: str | None, retrofit: str | None) -> N
 
 def _cmd_list(args: argparse.Namespace) -> int:
     import visattn
+    from visattn.attention import list_sensors
     from visattn.data import list_datasets
 
     groups = {
         "models": visattn.list_models(),
-        "attention": visattn.list_attention(),
+        "attention": visattn.list_attention(),  # drop-in modules: attn_layer, --retrofit
+        "sensors": list_sensors(),  # modules with their own forward (RAM's glimpse sensor)
         "datasets": list_datasets(),
     }
     for name, items in groups.items():
