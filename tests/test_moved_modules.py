@@ -13,6 +13,7 @@ MOVED = [
     ("visattn.train.checkpoint", "visattn.checkpoint", "load_weights"),
     ("visattn.train.tb_images", "visattn.viz.tensorboard", "AttentionImageLogger"),
     ("visattn.viz.report", "visattn.report", "write_report"),
+    ("visattn.attention._se_fused", "visattn.models._se_fused", "se_norm_residual_relu"),
 ]
 
 

@@ -7,7 +7,7 @@ before the addition (the paper's Fig. 3): ``y = relu(g(u) * u + shortcut(x))`` w
 * ImageNet-style: ``se_resnet18`` (basic blocks) and ``se_resnet50`` (bottlenecks) use ``SEBasicBlock`` and
   ``SEBottleneck``: the same parameters and names as ``resnet18/50`` with ``attn_layer="se"`` (so their
   weights load into each other with ``strict=True``), but the block ends in
-  ``SqueezeExcite.norm_residual_relu(c, bn, shortcut)`` from the last convolution's output ``c``, which folds
+  ``se_norm_residual_relu(se, c, bn, shortcut)`` (``visattn.models._se_fused``) from the last convolution's output ``c``, which folds
   the batch norm into the gate: with ``bn(c) = a c + b`` per channel, the squeeze is ``a mean_hw c + b`` and
   the block's output ``relu((a g) c + (b g) + shortcut)``, so ``bn(c)`` is never written. In training the
   batch moments, running statistics, squeeze, gate, rescale, add and ReLU are one hand-differentiated
@@ -33,10 +33,18 @@ import torch
 from visattn._validate import check_choice
 from visattn.attention.se import SqueezeExcite
 from visattn.models._registry import register_model
+from visattn.models._se_fused import se_norm_residual_relu, se_residual_relu
 from visattn.models.resnet import BasicBlock, Bottleneck, ResNet
 from visattn.models.resnet_cifar import CifarResNet, resnet_cifar
 
-__all__ = ["SEBasicBlock", "SEBottleneck", "se_resnet18", "se_resnet50"]
+__all__ = [
+    "SEBasicBlock",
+    "SEBottleneck",
+    "se_norm_residual_relu",
+    "se_residual_relu",
+    "se_resnet18",
+    "se_resnet50",
+]
 
 
 class SEBasicBlock(BasicBlock):
@@ -62,7 +70,7 @@ class SEBasicBlock(BasicBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        return self.attn.norm_residual_relu(self.conv2(out), self.bn2, identity, inplace=True)
+        return se_norm_residual_relu(self.attn, self.conv2(out), self.bn2, identity, inplace=True)
 
 
 class SEBottleneck(Bottleneck):
@@ -89,7 +97,7 @@ class SEBottleneck(Bottleneck):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        return self.attn.norm_residual_relu(self.conv3(out), self.bn3, identity, inplace=True)
+        return se_norm_residual_relu(self.attn, self.conv3(out), self.bn3, identity, inplace=True)
 
 
 def _se_cifar(depth: int, **kwargs: Any) -> CifarResNet:
