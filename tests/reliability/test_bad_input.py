@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import visattn
+from conftest import train_argv
 from visattn.attention import create_sensor, get_attention_class, get_sensor_class, list_sensors
 from visattn.cli import main
 from visattn.data import load_dataset, make_loaders, read_idx
@@ -446,26 +447,7 @@ def _run_cli(argv: list[str]) -> int:
 
 
 def _train(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--model",
-        "mnist_cnn",
-        "--data",
-        "npz",
-        "--data-dir",
-        str(data),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--out",
-        str(out),
-        "--set",
-        "progress=false",
-        "--set",
-        "limit_train=64",
-        *extra,
-    ]
+    return train_argv(data, out, *extra, batch_size=16)
 
 
 CLI_CASES: list[tuple[str, Callable[[Path, Path], list[str]], tuple]] = [

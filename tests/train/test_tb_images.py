@@ -7,29 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import small_train_config
 from visattn.callbacks import AttentionImages, default_callbacks
 from visattn.train import TrainConfig, Trainer
 
 
 def _cfg(tmp_path: Path, data: Path, name: str, **kw) -> TrainConfig:
-    base = dict(
-        model="mnist_cnn",
-        model_kwargs={"attn_layer": "se"},
-        data="npz",
-        data_dir=str(data),
-        epochs=1,
-        batch_size=32,
-        lr=0.05,
-        out=str(tmp_path / name),
-        progress=False,
-        limit_train=128,
-        augment="none",
-        seed=5,
-        deterministic=True,
-        test_at_end=False,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    opts = {"model_kwargs": {"attn_layer": "se"}, "epochs": 1, "seed": 5, **kw}
+    return small_train_config(tmp_path / name, data, **opts)
 
 
 def _image_tags(run: Path) -> dict[str, list[int]]:
