@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "attention": BASE | {"functional"},
     "data": BASE | {"functional"},
     "retrofit": BASE | {"functional", "attention"},
-    "models": BASE | {"functional", "attention", "learning", "checkpoint"},
+    "models": BASE | {"functional", "attention", "learning", "checkpoint", "retrofit"},
     "viz": BASE | {"functional", "attention", "models"},
     "train": BASE | {"functional", "attention", "data", "models", "learning", "checkpoint", "retrofit"},
 }

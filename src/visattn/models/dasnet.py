@@ -56,10 +56,10 @@ from torch import nn
 from visattn._dist import all_reduce_mean
 from visattn._validate import check_choice, check_positive, check_tensor, check_type
 from visattn.attention.feedback import FilterGains
-from visattn.checkpoint import load_weights
 from visattn.learning.snes import SNES
 from visattn.models._common import InputSpec, check_input, check_model_args
-from visattn.models._registry import create_model, register_model
+from visattn.models._load import load_model
+from visattn.models._registry import register_model
 
 __all__ = ["DasNet", "dasnet", "FITNESSES"]
 
@@ -394,9 +394,7 @@ def dasnet(
     check_model_args(num_classes, in_chans)
     if isinstance(base, (str, Path)):
         check_type(base_model, "base_model", str)
-        net = create_model(base_model, num_classes=num_classes, in_chans=in_chans, **(base_kwargs or {}))
-        load_weights(net, base, strict=True)
-        base = net
+        base = load_model(base_model, base, num_classes=num_classes, in_chans=in_chans, **(base_kwargs or {}))
     elif not isinstance(base, nn.Module):
         raise TypeError(f"base must be an nn.Module or a weights path, got {type(base).__name__} {base!r}")
     spec = getattr(base, "input_spec", None)

@@ -7,8 +7,8 @@ One function below the CLI (``visattn eval``), the report and the benchmarks. It
 * a ``.safetensors`` file; one written by ``visattn export`` carries the config and ``data_info``
   (class names, image size, normalisation) in its metadata, so it is scored exactly as trained.
 
-The model is built as it was trained: ``create_model(model, **model_kwargs)``, then the retrofit,
-then the weights are loaded strictly. The data are loaded with the run's own options unless
+The model is built as it was trained (``visattn.models.load_model``): ``create_model(model,
+**model_kwargs)``, then the retrofit, then the weights, loaded strictly. The data are loaded with the run's own options unless
 ``overrides`` change them; the saved normalisation (``data_info``) replaces the dataset's, and an
 image size other than the trained one is refused.
 """
@@ -26,8 +26,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from visattn._validate import check_choice, check_positive
-from visattn.checkpoint import load_state, read_metadata, safe_load
-from visattn.train.build import build_model, check_model_fits
+from visattn.checkpoint import read_metadata, safe_load
+from visattn.models import load_model
+from visattn.train.build import check_model_fits
 from visattn.train.config import TrainConfig, config_from_dict
 
 __all__ = ["LoadedRun", "load_run", "resolve_weights"]
@@ -222,8 +223,16 @@ def load_run(
             f"{str(weights)!r} records no class count or channels; load the data (load_data=True)"
         )
     # retrofit first, then load: a retrofitted network's weights hold the inserted modules
-    model = build_model(cfg, num_classes=num_classes, in_chans=in_chans)
-    load_state(model, state if state is not None else safe_load(weights), source=repr(str(weights)))
+    model = load_model(
+        cfg.model,
+        state if state is not None else weights,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        retrofit=cfg.retrofit,
+        retrofit_kwargs=cfg.retrofit_kwargs,
+        source=repr(str(weights)),
+        **cfg.model_kwargs,
+    )
     if splits is not None:
         check_model_fits(model, cfg.model, splits.in_chans, splits.image_size)
     return LoadedRun(config=cfg, model=model.eval(), weights=weights, splits=splits, data_info=info)
