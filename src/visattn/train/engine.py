@@ -33,10 +33,9 @@ import torch
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from visattn.checkpoint import atomic_save, capture_rng, restore_rng, safe_load
-from visattn.train.build import build_model, check_model_fits, data_info
+from visattn.train.build import build_data, build_model, check_model_fits, data_info
 from visattn.train.callbacks import Callback
 from visattn.train.config import TrainConfig, config_to_dict
 from visattn.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
@@ -46,20 +45,6 @@ from visattn.train.logs import write_history, write_text_atomic
 from visattn.train.schedule import lr_multiplier
 
 __all__ = ["Trainer", "fit", "evaluate", "build_model", "logits_of", "check_model_fits"]
-
-
-def _shard(loader: DataLoader | None, info: DistInfo, batch_size: int) -> DataLoader | None:
-    """An evaluation loader over this rank's exact share (no padding, so counts stay exact)."""
-    if loader is None or not info.distributed:
-        return loader
-    ds: Any = loader.dataset
-    return DataLoader(
-        Subset(ds, range(info.rank, len(ds), info.world_size)),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn,
-    )
 
 
 class Trainer:
@@ -99,54 +84,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
 
     def _setup_data(self) -> None:
-        from visattn.data import load_dataset, make_loaders
-
-        cfg, info = self.cfg, self.info
-        if cfg.batch_size % info.world_size:
-            raise ValueError(
-                f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
-                f"{info.world_size} processes"
-            )
-        self.splits = load_dataset(
-            cfg.data,
-            data_dir=cfg.data_dir,
-            download=cfg.download and info.is_main,
-            seed=cfg.seed,
-            **cfg.data_kwargs,
-        )
-        local_bs = cfg.batch_size // info.world_size
-        eval_bs = cfg.eval_batch_size or max(local_bs, 256)
-        self.loaders = make_loaders(
-            self.splits,
-            batch_size=local_bs,
-            val_fraction=cfg.val_fraction,
-            seed=cfg.seed,
-            augment=cfg.augment,
-            num_workers=cfg.num_workers,
-            distributed=info.distributed,
-            limit_train=cfg.limit_train,
-            eval_batch_size=eval_bs,
-        )
-        self.train_sampler: DistributedSampler = DistributedSampler(
-            self.loaders.train.dataset,
-            num_replicas=info.world_size,
-            rank=info.rank,
-            shuffle=True,
-            seed=cfg.seed,
-            drop_last=True,
-        )
-        self.train_loader = DataLoader(
-            self.loaders.train.dataset,
-            batch_size=local_bs,
-            sampler=self.train_sampler,
-            drop_last=True,
-            num_workers=cfg.num_workers,
-            collate_fn=self.loaders.train.collate_fn,
-            pin_memory=info.device.type == "cuda",
-            persistent_workers=cfg.num_workers > 0,
-        )
-        self.val_loader = _shard(self.loaders.val, info, eval_bs)
-        self.test_loader = _shard(self.loaders.test, info, eval_bs)
+        data = build_data(self.cfg, self.info)
+        self.splits, self.loaders, self.train_sampler = data.splits, data.loaders, data.train_sampler
+        self.train_loader, self.val_loader, self.test_loader = data.train, data.val, data.test
 
     def _setup_model(self) -> None:
         cfg, info = self.cfg, self.info
