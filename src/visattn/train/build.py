@@ -9,7 +9,6 @@ from typing import Any
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from visattn.checkpoint import load_weights
 from visattn.train.config import TrainConfig
 from visattn.train.distributed import DistInfo
 
@@ -27,11 +26,11 @@ def build_model(cfg: TrainConfig, *, num_classes: int, in_chans: int) -> nn.Modu
     >>> type(m).__name__
     'MnistCNN'
     """
-    from visattn.models import create_model
+    from visattn.models import load_model
 
-    model = create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **cfg.model_kwargs)
-    if cfg.weights:
-        load_weights(model, cfg.weights, strict=True)
+    model = load_model(
+        cfg.model, cfg.weights or None, num_classes=num_classes, in_chans=in_chans, **cfg.model_kwargs
+    )
     if cfg.retrofit:
         from visattn.retrofit import retrofit
 
