@@ -7,12 +7,14 @@ Checkpoint I/O lives in ``visattn.checkpoint`` and the learning rules (REINFORCE
 from visattn.checkpoint import atomic_save, export_safetensors, load_weights, safe_load
 from visattn.learning.snes import SNES, fitness_shaping_utilities, rank_utilities, snes_defaults
 from visattn.train.build import build_model, check_model_fits
+from visattn.train.callbacks import Callback
 from visattn.train.config import TrainConfig, apply_overrides, config_from_dict, load_config
 from visattn.train.engine import Trainer, fit
 from visattn.train.evaluate import evaluate, logits_of
 from visattn.train.run import LoadedRun, load_run
 
 __all__ = [
+    "Callback",
     "SNES",
     "fitness_shaping_utilities",
     "rank_utilities",
