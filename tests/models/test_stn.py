@@ -127,7 +127,9 @@ def test_the_baselines_refuse_spatial_transformer_options():
     """The four MNIST builders are one (registered with functools.partial); the baselines have no ST."""
     import visattn
 
-    with pytest.raises(TypeError, match=r"fcn_mnist has no spatial transformer.*\['transform'\].*st_fcn_mnist"):
+    with pytest.raises(
+        TypeError, match=r"fcn_mnist has no spatial transformer.*\['transform'\].*st_fcn_mnist"
+    ):
         visattn.create_model("fcn_mnist", transform="tps")
     with pytest.raises(TypeError, match="bogus"):
         visattn.create_model("st_cnn_mnist", bogus=1)
