@@ -7,30 +7,12 @@ import json
 import pytest
 import yaml
 
+from conftest import train_argv
 from visattn.cli import main
 
 
 def _train_args(fmnist_small, out, *extra):
-    return [
-        "train",
-        "--model",
-        "mnist_cnn",
-        "--data",
-        "npz",
-        "--data-dir",
-        str(fmnist_small),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--out",
-        str(out),
-        "--set",
-        "progress=false",
-        "--set",
-        "limit_train=256",
-        *extra,
-    ]
+    return train_argv(fmnist_small, out, *extra, batch_size=64, limit_train=256)
 
 
 def test_train_then_eval(tmp_path, fmnist_small, capsys):

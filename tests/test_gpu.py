@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import small_train_config
 from visattn.train import TrainConfig, Trainer
 
 pytestmark = pytest.mark.gpu
@@ -22,25 +23,8 @@ def _need_cuda() -> None:
 
 
 def _cfg(tmp_path: Path, data: Path, name: str, **kw) -> TrainConfig:
-    base = dict(
-        model="mnist_cnn",
-        model_kwargs={"norm": "group", "attn_layer": "se"},
-        data="npz",
-        data_dir=str(data),
-        epochs=2,
-        batch_size=32,
-        lr=0.05,
-        out=str(tmp_path / name),
-        progress=False,
-        limit_train=128,
-        augment="none",
-        seed=2,
-        deterministic=True,
-        test_at_end=False,
-        device="cuda",
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    opts = {"model_kwargs": {"norm": "group", "attn_layer": "se"}, "seed": 2, "device": "cuda", **kw}
+    return small_train_config(tmp_path / name, data, **opts)
 
 
 def test_resume_on_cuda_continues_the_run(tmp_path, fmnist_small):

@@ -145,3 +145,20 @@ def test_cifar_resnet_sizes_match_the_paper():
     assert abs(counts[20] - 0.27e6) / 0.27e6 < 0.02
     assert abs(counts[56] - 0.85e6) / 0.85e6 < 0.02
     assert abs(counts[110] - 1.7e6) / 1.7e6 < 0.02
+
+
+def test_sensors_are_listed_apart_from_drop_in_attention():
+    """Issue 16: the glimpse sensor (forward(x, locations)) is not a drop-in attention."""
+    from visattn.attention import GlimpseSensor, check_drop_in, create_sensor, list_sensors
+
+    assert "glimpse" in list_sensors() and "glimpse" not in visattn.list_attention()
+    assert isinstance(create_sensor("glimpse", 1), GlimpseSensor)
+    with pytest.warns(DeprecationWarning, match="create_sensor"):
+        assert isinstance(visattn.create_attention("glimpse", 1), GlimpseSensor)  # the old path still works
+    for where in (
+        lambda: check_drop_in("glimpse", "attn_layer"),
+        lambda: visattn.create_model("resnet20", attn_layer="glimpse"),
+        lambda: visattn.retrofit(visattn.create_model("resnet20"), "glimpse"),
+    ):
+        with pytest.raises(ValueError, match="'glimpse' is a sensor"):
+            where()

@@ -45,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    ls = sub.add_parser("list", help="list registered models, attention types and datasets")
-    ls.add_argument("what", nargs="?", choices=["models", "attention", "datasets", "all"], default="all")
+    ls = sub.add_parser("list", help="list registered models, attention types, sensors and datasets")
+    ls.add_argument(
+        "what", nargs="?", choices=["models", "attention", "sensors", "datasets", "all"], default="all"
+    )
 
     tr = sub.add_parser(
         "train",
@@ -78,15 +80,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
-    ev = sub.add_parser("eval", help="evaluate weights on a dataset's test (or validation) split")
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate weights on a dataset's test (or validation) split",
+        description="Evaluate a run folder, a checkpoint or an exported .safetensors file. The model and "
+        "data are rebuilt from the config saved with the weights (visattn.train.load_run); options override it.",
+    )
     ev.add_argument("--model", help="model name (default: the one in the checkpoint's config)")
-    ev.add_argument("--weights", required=True, help="checkpoint or weights file")
+    ev.add_argument("--weights", required=True, help="run folder, checkpoint or .safetensors weights file")
     ev.add_argument("--data", help="dataset name (default: the checkpoint's)")
     ev.add_argument("--data-dir")
     ev.add_argument("--split", choices=["test", "val"], default="test")
     ev.add_argument("--retrofit", help="attention type inserted before the weights were trained")
-    ev.add_argument("--model-arg", action="append", metavar="KEY=VALUE")
-    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="option of the model builder")
+    ev.add_argument(
+        "--data-arg", action="append", metavar="KEY=VALUE", help="option of the dataset (e.g. size=32)"
+    )
+    ev.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a field of the run's config (e.g. data_kwargs.size=32)",
+    )
+    ev.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
 
     ex = sub.add_parser("export", help="write a checkpoint's model weights as a .safetensors file")
     ex.add_argument("--weights", required=True, help="checkpoint or weights file (loaded weights-only)")
@@ -157,11 +174,13 @@ def _check_names(model: str | None, data: str | None, retrofit: str | None) -> N
 
 def _cmd_list(args: argparse.Namespace) -> int:
     import visattn
+    from visattn.attention import list_sensors
     from visattn.data import list_datasets
 
     groups = {
         "models": visattn.list_models(),
-        "attention": visattn.list_attention(),
+        "attention": visattn.list_attention(),  # drop-in modules: attn_layer, --retrofit
+        "sensors": list_sensors(),  # modules with their own forward (RAM's glimpse sensor)
         "datasets": list_datasets(),
     }
     for name, items in groups.items():
@@ -171,6 +190,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from visattn.callbacks import default_callbacks
     from visattn.train import fit
     from visattn.train.config import config_to_dict
 
@@ -180,66 +200,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         return 0
-    summary = fit(cfg)
+    summary = fit(cfg, callbacks=default_callbacks(cfg))
     keys = ("model", "data", "best_val_top1", "test_top1", "test_top5", "params", "train_time_s", "out")
     print(json.dumps({k: summary.get(k) for k in keys}))
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from visattn.data import load_dataset, make_loaders
-    from visattn.train import TrainConfig, build_model, evaluate, safe_load
-    from visattn.train.engine import check_model_fits
-
-    ck = safe_load(args.weights)
-    saved = ck.get("config", {}) if isinstance(ck, dict) else {}
-    model = args.model or saved.get("model")
-    data = args.data or saved.get("data")
-    if model is None or data is None:
-        raise ValueError("--model and --data are needed: the weights file holds no visattn config")
-    retrofit = args.retrofit if args.retrofit is not None else saved.get("retrofit")
-    _check_names(model, data, retrofit)
-    model_kwargs = dict(saved.get("model_kwargs") or {}) if model == saved.get("model") else {}
-    model_kwargs.update(_kv(args.model_arg, "--model-arg"))
-    data_dir = args.data_dir or (saved.get("data_dir") if data == saved.get("data") else None)
-    cfg = TrainConfig(
-        model=model,
-        data=data,
-        data_dir=data_dir,
-        model_kwargs=model_kwargs,
-        retrofit=retrofit,
-        retrofit_kwargs=dict(saved.get("retrofit_kwargs") or {}) if retrofit else {},
-        weights=args.weights,
-        val_fraction=float(saved.get("val_fraction", 0.1)),
-        seed=int(saved.get("seed", 0)),
-        data_kwargs=dict(saved.get("data_kwargs") or {}),
-    )
-    splits = load_dataset(cfg.data, data_dir=cfg.data_dir, seed=cfg.seed, **cfg.data_kwargs)
-    # retrofit first, then load: a retrofitted network's weights hold the inserted modules.
-    weights: str = args.weights
-    cfg.weights = None
-    net = build_model(cfg, num_classes=splits.num_classes, in_chans=splits.in_chans)
-    from visattn.train import load_weights
-
-    load_weights(net, weights, strict=True)
-    check_model_fits(net, cfg.model, splits.in_chans, splits.image_size)
-    loaders = make_loaders(
-        splits,
-        batch_size=args.batch_size,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-        augment="none",
-        eval_batch_size=args.batch_size,
-    )
-    loader = loaders.test if args.split == "test" else loaders.val
-    if loader is None:
-        raise ValueError(f"--split {args.split}: this run has no {args.split} split")
     import torch
 
+    from visattn.train import apply_overrides, evaluate, load_run
+
+    flat = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "retrofit": args.retrofit}
+    over: dict[str, Any] = {k: v for k, v in flat.items() if v is not None}
+    if args.model_arg:
+        over["model_kwargs"] = _kv(args.model_arg, "--model-arg")
+    if args.data_arg:
+        over["data_kwargs"] = _kv(args.data_arg, "--data-arg")
+    over = apply_overrides(over, args.overrides or [])
+    _check_names(over.get("model"), over.get("data"), over.get("retrofit"))
+    run = load_run(args.weights, overrides=over)
+    loader = run.loader(args.split, batch_size=args.batch_size)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net.to(device)
+    net = run.model.to(device)
     res = evaluate(net, loader, device)
-    out = {"model": cfg.model, "data": cfg.data, "split": args.split, **res}
+    out = {"model": run.config.model, "data": run.config.data, "split": args.split, **res}
     base = getattr(net, "base", None)
     if isinstance(base, torch.nn.Module):  # a feedback model (dasNet): its frozen base on the same images
         base_res = evaluate(base, loader, device)
@@ -252,15 +237,25 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from visattn.train import export_safetensors, safe_load
-    from visattn.train.checkpoint import extract_state_dict
+    from visattn.checkpoint import export_safetensors, extract_state_dict, safe_load
+    from visattn.train.run import REBUILD_KEYS
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ValueError(f"--out must end in .safetensors, got {args.out!r}")
-    sd = extract_state_dict(safe_load(args.weights), source=repr(args.weights))
-    export_safetensors(sd, out)
-    print(json.dumps({"weights": args.weights, "out": str(out), "tensors": len(sd)}))
+    ck = safe_load(args.weights)
+    sd = extract_state_dict(ck, source=repr(args.weights))
+    meta: dict[str, Any] = {}
+    if isinstance(ck, dict) and isinstance(
+        ck.get("config"), dict
+    ):  # a visattn checkpoint: keep how to rebuild it
+        meta["config"] = {k: ck["config"][k] for k in REBUILD_KEYS if k in ck["config"]}
+        if isinstance(ck.get("data_info"), dict):
+            meta["data_info"] = ck["data_info"]
+    export_safetensors(sd, out, metadata=meta or None)
+    print(
+        json.dumps({"weights": args.weights, "out": str(out), "tensors": len(sd), "metadata": sorted(meta)})
+    )
     return 0
 
 
@@ -272,7 +267,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from visattn.viz.report import write_report
+    from visattn.report import write_report
 
     path = write_report(args.run_dirs, args.out, data_dir=args.data_dir, images=args.images)
     print(f"report: {path}")

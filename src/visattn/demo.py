@@ -154,7 +154,7 @@ def run_demo(
     print("\n" + header + table + note)
     print(f"results: {root / 'results.md'}")
     if rows:
-        from visattn.viz.report import write_report
+        from visattn.report import write_report
 
         report = write_report(
             [r["out"] for r in rows], root / "report.html", title=f"visattn demo ({budget})"

@@ -63,7 +63,7 @@ import torch
 from torch import nn
 
 from visattn._validate import check_choice, check_type
-from visattn.attention import create_attention, get_attention_class, list_attention
+from visattn.attention import check_drop_in, create_attention, get_attention_class, list_attention
 
 __all__ = [
     "INSERTED_ATTR",
@@ -294,7 +294,7 @@ def retrofit_model(
     """
     check_type(model, "model", nn.Module)
     check_type(identity_init, "identity_init", bool)
-    cls = get_attention_class(attention)
+    cls = get_attention_class(check_drop_in(attention, "attention"))
     if identity_init and not getattr(cls, "supports_identity_init", False):
         able = [
             n for n in list_attention() if getattr(get_attention_class(n), "supports_identity_init", False)

@@ -251,7 +251,7 @@ def test_builder_loads_a_weights_file(tmp_path, suffix):
     if suffix == ".pt":
         torch.save({"model": base.state_dict()}, path)
     else:
-        from visattn.train.checkpoint import export_safetensors
+        from visattn.checkpoint import export_safetensors
 
         export_safetensors(base, path)
     net = create_model(

@@ -6,10 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import visattn
+from visattn.learning.reinforce import baseline_loss, classification_reward, reinforce_loss
 from visattn.models.ram import RecurrentAttention
 from visattn.train import TrainConfig, fit
-from visattn.train.reinforce import baseline_loss, classification_reward, reinforce_loss
 
 SMALL = dict(num_glimpses=3, glimpse_hidden=16, location_hidden=8, hidden_size=32)
 
@@ -174,14 +173,16 @@ def test_bad_arguments_raise():
         model.extra_losses(model.eval()(torch.rand(2, 1, 28, 28)), torch.tensor([0, 1]))
 
 
-def test_glimpse_sensor_follows_the_attention_contract():
-    sensor = visattn.create_attention("glimpse", 3, size=4, num_scales=2)
+def test_glimpse_sensor_follows_the_sensor_contract():
+    from visattn.attention import create_sensor
+
+    sensor = create_sensor("glimpse", 3, size=4, num_scales=2)
     out = sensor(torch.rand(2, 3, 16, 20), torch.zeros(2, 2))
     assert out.shape == (2, 2, 3, 4, 4) and sensor.num_features == 96
     with pytest.raises(ValueError, match="channels"):
         sensor(torch.rand(2, 1, 16, 20), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="padding_mode"):
-        visattn.create_attention("glimpse", 3, padding_mode="wrap")
+        create_sensor("glimpse", 3, padding_mode="wrap")
 
 
 def test_ram_trains_through_the_engine_with_its_extra_losses(tmp_path, fmnist_small):

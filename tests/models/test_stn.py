@@ -121,3 +121,16 @@ def test_cnn_pool_before_relu_is_exactly_conv_relu_pool() -> None:
     (g,) = torch.autograd.grad(out.square().sum(), x)
     (g_ref,) = torch.autograd.grad(ref.square().sum(), x_ref)
     assert torch.equal(g, g_ref) and g.abs().sum() > 0
+
+
+def test_the_baselines_refuse_spatial_transformer_options():
+    """The four MNIST builders are one (registered with functools.partial); the baselines have no ST."""
+    import visattn
+
+    with pytest.raises(
+        TypeError, match=r"fcn_mnist has no spatial transformer.*\['transform'\].*st_fcn_mnist"
+    ):
+        visattn.create_model("fcn_mnist", transform="tps")
+    with pytest.raises(TypeError, match="bogus"):
+        visattn.create_model("st_cnn_mnist", bogus=1)
+    assert visattn.create_model("cnn_mnist").st.__class__.__name__ == "Identity"

@@ -22,10 +22,24 @@ import pytest
 import torch
 
 import visattn
-from visattn.attention import get_attention_class
+from conftest import train_argv
+from visattn.attention import create_sensor, get_attention_class, get_sensor_class, list_sensors
 from visattn.cli import main
 from visattn.data import load_dataset, make_loaders, read_idx
 from visattn.data.npz import load_npz_arrays
+
+
+def _cls(name: str):
+    """The class of a drop-in attention or of a sensor (both take ``channels`` first)."""
+    return get_sensor_class(name) if name in list_sensors() else get_attention_class(name)
+
+
+def _create(name: str, channels: int, **kw):
+    return (
+        create_sensor(name, channels, **kw)
+        if name in list_sensors()
+        else visattn.create_attention(name, channels, **kw)
+    )
 
 
 def _shape_strs(shape: tuple[int, ...]) -> tuple[str, ...]:
@@ -88,7 +102,7 @@ EXTRA_INPUTS: dict[str, Callable[[int], tuple]] = {"glimpse": lambda b: (torch.z
 
 
 def _forward_arity(name: str) -> int:
-    sig = inspect.signature(get_attention_class(name).forward)
+    sig = inspect.signature(_cls(name).forward)
     return sum(
         1
         for p in list(sig.parameters.values())[1:]
@@ -96,7 +110,7 @@ def _forward_arity(name: str) -> int:
     )
 
 
-ATTENTION = visattn.list_attention()
+ATTENTION = visattn.list_attention() + list_sensors()
 
 
 def test_every_multi_input_attention_has_an_input_maker():
@@ -110,12 +124,12 @@ def test_every_multi_input_attention_has_an_input_maker():
     [(0, ValueError, "0"), (-4, ValueError, "-4"), (True, TypeError, "bool"), (2.5, TypeError, "2.5")],
 )
 def test_attention_constructor_rejects_bad_channels(name, channels, exc, needle):
-    _raises(exc, lambda: visattn.create_attention(name, channels), "channels", needle)
+    _raises(exc, lambda: _create(name, channels), "channels", needle)
 
 
 @pytest.mark.parametrize("name", ATTENTION)
 def test_attention_constructor_rejects_unknown_options(name):
-    _raises(TypeError, lambda: visattn.create_attention(name, C, bogus_option=1), "bogus_option")
+    _raises(TypeError, lambda: _create(name, C, bogus_option=1), "bogus_option")
 
 
 def _bad_x_cases() -> list[tuple[str, torch.Tensor | Any, type, tuple]]:
@@ -132,7 +146,7 @@ def _bad_x_cases() -> list[tuple[str, torch.Tensor | Any, type, tuple]]:
 
 @functools.cache
 def _attention(name: str) -> torch.nn.Module:
-    return visattn.create_attention(name, C).eval()
+    return _create(name, C).eval()
 
 
 FORWARD_ATTENTION = [n for n in ATTENTION if _forward_arity(n) == 1 or n in EXTRA_INPUTS]
@@ -249,7 +263,7 @@ def test_retrofit_rejects_bad_input(case):
 
 
 def test_retrofit_refuses_attention_without_identity_init():
-    names = [n for n in ATTENTION if not getattr(get_attention_class(n), "supports_identity_init", False)]
+    names = [n for n in ATTENTION if not getattr(_cls(n), "supports_identity_init", False)]
     assert names, "every attention supports identity init: this check has nothing to test"
     for n in names:
         _raises(ValueError, lambda n=n: visattn.retrofit(_net(), n), n)
@@ -433,26 +447,7 @@ def _run_cli(argv: list[str]) -> int:
 
 
 def _train(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--model",
-        "mnist_cnn",
-        "--data",
-        "npz",
-        "--data-dir",
-        str(data),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--out",
-        str(out),
-        "--set",
-        "progress=false",
-        "--set",
-        "limit_train=64",
-        *extra,
-    ]
+    return train_argv(data, out, *extra, batch_size=16)
 
 
 CLI_CASES: list[tuple[str, Callable[[Path, Path], list[str]], tuple]] = [

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import visattn
+from conftest import small_train_config, train_argv
 from visattn.cli import main
 from visattn.train import TrainConfig, Trainer, export_safetensors, load_weights, safe_load
 
@@ -82,28 +83,7 @@ def test_a_pickle_named_safetensors_is_refused(tmp_path):
 
 
 def _train_argv(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--model",
-        "mnist_cnn",
-        "--data",
-        "npz",
-        "--data-dir",
-        str(data),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "32",
-        "--out",
-        str(out),
-        "--set",
-        "progress=false",
-        "--set",
-        "limit_train=64",
-        "--set",
-        "test_at_end=false",
-        *extra,
-    ]
+    return train_argv(data, out, *extra, sets=("test_at_end=false",))
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -248,23 +228,7 @@ def test_export_safetensors_round_trip(tmp_path):
 
 
 def _cfg(out: Path, data: Path, **kw) -> TrainConfig:
-    base = dict(
-        model="mnist_cnn",
-        data="npz",
-        data_dir=str(data),
-        epochs=3,
-        batch_size=32,
-        lr=0.05,
-        seed=2,
-        out=str(out),
-        limit_train=128,
-        augment="none",
-        deterministic=True,
-        progress=False,
-        test_at_end=False,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return small_train_config(out, data, **{"epochs": 3, "seed": 2, **kw})
 
 
 def _inject_nan_loss(tr: Trainer, *, epoch: int, steps: set[int] | None = None) -> list[bytes]:

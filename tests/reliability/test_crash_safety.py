@@ -26,6 +26,7 @@ import pytest
 import torch
 
 import visattn.train.engine as engine
+from conftest import small_train_config, train_argv
 from visattn.train import TrainConfig, Trainer, safe_load
 
 EPOCHS = 8
@@ -33,36 +34,9 @@ SEED = 5
 
 
 def _cli_args(data: Path, out: Path) -> list[str]:
-    return [
-        "train",
-        "--model",
-        "mnist_cnn",
-        "--data",
-        "npz",
-        "--data-dir",
-        str(data),
-        "--epochs",
-        str(EPOCHS),
-        "--batch-size",
-        "32",
-        "--lr",
-        "0.05",
-        "--seed",
-        str(SEED),
-        "--out",
-        str(out),
-        "--resume",
-        "--set",
-        "limit_train=192",
-        "--set",
-        "augment=none",
-        "--set",
-        "deterministic=true",
-        "--set",
-        "progress=false",
-        "--set",
-        "test_at_end=false",
-    ]
+    sets = ("augment=none", "deterministic=true", "test_at_end=false")
+    extra = ("--lr", "0.05", "--seed", str(SEED), "--resume")
+    return train_argv(data, out, *extra, epochs=EPOCHS, limit_train=192, sets=sets)
 
 
 def _reference_weights(data: Path, out: Path) -> dict[str, torch.Tensor]:
@@ -203,23 +177,7 @@ def _check_best_matches_history(run: Path, history: list[dict]) -> None:
 
 
 def _small_cfg(out: Path, data: Path, **kw) -> TrainConfig:
-    base = dict(
-        model="mnist_cnn",
-        data="npz",
-        data_dir=str(data),
-        epochs=4,
-        batch_size=32,
-        lr=0.05,
-        seed=1,
-        out=str(out),
-        limit_train=96,
-        augment="none",
-        deterministic=True,
-        progress=False,
-        test_at_end=False,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return small_train_config(out, data, **{"epochs": 4, "seed": 1, "limit_train": 96, **kw})
 
 
 class _Crash(BaseException):

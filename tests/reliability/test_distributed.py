@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import train_argv
 from visattn.train import safe_load
 
 EPOCHS = 6
@@ -66,38 +67,9 @@ def _epoch_on_disk(run: Path) -> int:
 @pytest.mark.slow
 def test_torchrun_restarts_a_killed_worker_and_the_run_resumes(tmp_path, fmnist_small):
     run = tmp_path / "ddp"
-    train = [
-        "train",
-        "--model",
-        "mnist_cnn",
-        "--data",
-        "npz",
-        "--data-dir",
-        str(fmnist_small),
-        "--epochs",
-        str(EPOCHS),
-        "--batch-size",
-        "32",
-        "--lr",
-        "0.05",
-        "--seed",
-        "4",
-        "--out",
-        str(run),
-        "--resume",
-        "--set",
-        "model_kwargs.norm=group",
-        "--set",
-        "augment=none",
-        "--set",
-        "limit_train=256",
-        "--set",
-        "progress=false",
-        "--set",
-        "deterministic=true",
-        "--set",
-        "test_at_end=false",
-    ]
+    sets = ("model_kwargs.norm=group", "augment=none", "deterministic=true", "test_at_end=false")
+    extra = ("--lr", "0.05", "--seed", "4", "--resume")
+    train = train_argv(fmnist_small, run, *extra, epochs=EPOCHS, limit_train=256, sets=sets)
     cmd = [
         sys.executable,
         "-m",

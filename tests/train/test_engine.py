@@ -10,26 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import small_train_config
 from visattn.train import TrainConfig, Trainer, fit, safe_load
 
 
 def _cfg(tmp_path: Path, data: Path, **kw) -> TrainConfig:
-    base = dict(
-        model="mnist_cnn",
-        data="npz",
-        data_dir=str(data),
-        epochs=2,
-        batch_size=32,
-        lr=0.05,
-        out=str(tmp_path / "run"),
-        progress=False,
-        limit_train=256,
-        augment="none",
-        seed=3,
-        deterministic=True,
+    return small_train_config(
+        tmp_path / "run", data, **{"limit_train": 256, "seed": 3, "test_at_end": True, **kw}
     )
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def test_a_few_steps_lower_the_loss_on_real_images(tmp_path, fmnist_small):

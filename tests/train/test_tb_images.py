@@ -7,28 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import small_train_config
+from visattn.callbacks import AttentionImages, default_callbacks
 from visattn.train import TrainConfig, Trainer
 
 
 def _cfg(tmp_path: Path, data: Path, name: str, **kw) -> TrainConfig:
-    base = dict(
-        model="mnist_cnn",
-        model_kwargs={"attn_layer": "se"},
-        data="npz",
-        data_dir=str(data),
-        epochs=1,
-        batch_size=32,
-        lr=0.05,
-        out=str(tmp_path / name),
-        progress=False,
-        limit_train=128,
-        augment="none",
-        seed=5,
-        deterministic=True,
-        test_at_end=False,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    opts = {"model_kwargs": {"attn_layer": "se"}, "epochs": 1, "seed": 5, **kw}
+    return small_train_config(tmp_path / name, data, **opts)
 
 
 def _image_tags(run: Path) -> dict[str, list[int]]:
@@ -41,7 +27,8 @@ def _image_tags(run: Path) -> dict[str, list[int]]:
 
 def test_attention_images_are_logged_every_n_steps_and_leave_training_unchanged(tmp_path, fmnist_small):
     torch.set_num_threads(1)
-    logged = Trainer(_cfg(tmp_path, fmnist_small, "tb", tensorboard=True, tb_images_every=2))
+    cfg = _cfg(tmp_path, fmnist_small, "tb", tensorboard=True, tb_images_every=2)
+    logged = Trainer(cfg, callbacks=default_callbacks(cfg))
     logged.run()
     plain = Trainer(_cfg(tmp_path, fmnist_small, "plain"))
     plain.run()
@@ -65,3 +52,14 @@ def test_images_need_tensorboard(tmp_path, fmnist_small):
         _cfg(tmp_path, fmnist_small, "x", tb_images_every=3)
     with pytest.raises(ValueError, match="tb_images_every"):
         _cfg(tmp_path, fmnist_small, "x", tensorboard=True, tb_images_every=-1)
+
+
+def test_tb_images_without_the_callback_warns_and_the_callback_takes_its_own_period(tmp_path, fmnist_small):
+    cfg = _cfg(tmp_path, fmnist_small, "warn", tensorboard=True, tb_images_every=2, limit_train=64)
+    with pytest.warns(UserWarning, match="needs an attention-image callback"):
+        Trainer(cfg).run()
+    assert not _image_tags(tmp_path / "warn")
+    cfg = _cfg(tmp_path, fmnist_small, "own", tensorboard=True, limit_train=64)
+    Trainer(cfg, callbacks=[AttentionImages(every=1, show=2)]).run()
+    tags = _image_tags(tmp_path / "own")
+    assert tags and all(at == [1, 2] for at in tags.values()), tags

@@ -168,7 +168,7 @@ class _Writer:
 def test_tensorboard_attention_images(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    from visattn.train.tb_images import AttentionImageLogger
+    from visattn.viz.tensorboard import AttentionImageLogger
 
     torch.manual_seed(0)
     net = AllKinds().train()

@@ -28,7 +28,7 @@ from visattn.data import DatasetSplits, ImageTensorDataset
 from visattn.data._registry import _DATASETS
 from visattn.models import InputSpec
 from visattn.models._registry import _MODELS
-from visattn.viz.report import load_run, write_report
+from visattn.report import fixed_test_batch, read_run, spread_indices, write_report
 
 TOY_MODEL, TOY_DATA = "_atlas_toy_net", "_atlas_toy_boxes"
 FLAGS = [
@@ -220,7 +220,7 @@ def test_the_browser_check_catches_broken_pages(tmp_path):
 
 def test_load_run_and_argument_errors(tmp_path, toy_registry):
     d = _run_dir(tmp_path, "run", TOY_MODEL, None)
-    rec = load_run(d)
+    rec = read_run(d)
     assert rec.config["model"] == TOY_MODEL and len(rec.history) == 3 and rec.weights is None
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty"):
@@ -231,3 +231,22 @@ def test_load_run_and_argument_errors(tmp_path, toy_registry):
         write_report([], tmp_path / "r.html")
     with pytest.raises(ValueError, match="images"):
         write_report([d], tmp_path / "r.html", images=0)
+
+
+def test_fixed_test_images_spread_over_the_classes_of_a_class_sorted_set():
+    """Issue 21 case 10: the first images shown are not all of class 0 of a class-sorted test set."""
+    y = torch.arange(5).repeat_interleave(40)  # 200 images, sorted by class
+    x = torch.randint(0, 256, (200, 1, 8, 8), dtype=torch.uint8)
+    ds = ImageTensorDataset(x, y)
+    splits = DatasetSplits("sorted", ds, ds, 5, 1, (8, 8), (0.5,), (0.5,))
+    xb, yb, idx, boxes = fixed_test_batch(splits, 6)
+    assert xb.shape == (6, 1, 8, 8) and boxes is None
+    assert yb[:5].tolist() == [0, 1, 2, 3, 4] and yb.tolist() == y[idx].tolist()
+    # the report draws its 256-image batch and shows the first few: still one per class
+    _, yb, idx, _ = fixed_test_batch(splits, 256)
+    assert len(idx) == 200 == len(set(idx.tolist())) and yb[:5].tolist() == [0, 1, 2, 3, 4]
+    # evenly spaced within a class: class 0 of 40 images, 2 picks -> its first and last
+    assert spread_indices(y, 10)[[0, 5]].tolist() == [0, 39]
+    # a class short of images gives its share to the others
+    few = torch.tensor([0] * 9 + [1])
+    assert torch.bincount(few[spread_indices(few, 6)]).tolist() == [5, 1]

@@ -6,10 +6,15 @@ True
 """
 
 from visattn.attention._registry import (
+    check_drop_in,
     create_attention,
+    create_sensor,
     get_attention_class,
+    get_sensor_class,
     list_attention,
+    list_sensors,
     register_attention,
+    register_sensor,
 )
 from visattn.attention._tap import TAP_KINDS, AttentionTap
 
@@ -28,8 +33,13 @@ __all__ = [
     "SqueezeExcite",
     "AttentionTap",
     "TAP_KINDS",
+    "check_drop_in",
     "create_attention",
+    "create_sensor",
     "get_attention_class",
+    "get_sensor_class",
     "list_attention",
+    "list_sensors",
     "register_attention",
+    "register_sensor",
 ]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from visattn._validate import check_choice, check_positive, check_tensor
-from visattn.attention._registry import register_attention
+from visattn.attention._registry import register_sensor
 from visattn.attention._tap import AttentionTap
 from visattn.functional.glimpse import (
     GLIMPSE_PADDING_MODES,
@@ -32,7 +32,7 @@ from visattn.functional.glimpse import (
 __all__ = ["GlimpseSensor"]
 
 
-@register_attention("glimpse")
+@register_sensor("glimpse")
 class GlimpseSensor(nn.Module):
     """Multi-scale glimpse sensor: ``(B, C, H, W)`` image and ``(B, 2)`` locations -> ``(B, k, C, g, g)``.
 

@@ -27,25 +27,23 @@ amplify a channel up to 2x as well as suppress it, unlike the paper's ``sigmoid`
 is stored on the module, so rebuild with the same value before loading a checkpoint.
 
 The gate ``g`` passes through ``self.tap = AttentionTap("channel")``, shape ``(B, C)``.
+
+The SE-ResNet blocks' fused tails (rescale + residual add + ReLU, with the batch norm folded in) live
+beside those blocks, in ``visattn.models._se_fused`` (``se_residual_relu``, ``se_norm_residual_relu``).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
 
 from visattn._validate import check_choice, check_positive, check_tensor, check_type
-from visattn.attention import _se_fused
 from visattn.attention._registry import register_attention
-from visattn.attention._se_fused import (
-    AvgSEResidualReLU,
-    BNAvgSEResidualReLU,
-    bn_train_stats,
-    can_fuse,
-)
 from visattn.attention._tap import AttentionTap
 
-__all__ = ["SqueezeExcite", "POOLS", "GATES"]
+__all__ = ["SqueezeExcite", "POOLS", "GATES", "excite"]
 
 POOLS = ("avg", "max")
 GATES = ("sigmoid", "tanh", "relu")
@@ -108,7 +106,7 @@ class SqueezeExcite(nn.Module):
     def _gate(self, s: torch.Tensor, alpha: float) -> torch.Tensor:
         """Eq. 3 from the pooled sums or maxima ``s (B, C)``; ``alpha`` is the pooling's ``1 / (H W)``."""
         fc1, fc2 = self.fc1, self.fc2
-        return _se_fused.excite(self, s, alpha, fc1.weight, fc1.bias, fc2.weight, fc2.bias)[2]
+        return excite(self, s, alpha, fc1.weight, fc1.bias, fc2.weight, fc2.bias)[2]
 
     def excitation(self, x: torch.Tensor) -> torch.Tensor:
         """The gate ``g`` of eqs. 2-3, ``(B, C, H, W) -> (B, C)``, emitted through ``self.tap``."""
@@ -126,106 +124,63 @@ class SqueezeExcite(nn.Module):
     def residual_relu(
         self, x: torch.Tensor, shortcut: torch.Tensor, *, inplace: bool = False
     ) -> torch.Tensor:
-        """``relu(self(x) + shortcut)``, the tail of an SE-ResNet block (Fig. 3), in fewer memory passes.
+        """Deprecated: ``visattn.models.se_resnet.se_residual_relu(se, x, shortcut)`` (the SE-ResNet block tail)."""
+        from visattn.models._se_fused import se_residual_relu  # architecture: deprecated method (issue 16)
 
-        The rescale and the residual add are one ``addcmul``. Without autograd recording and with
-        ``inplace=True`` the result is written into ``x``'s memory. When autograd records and
-        ``pool="avg"``, a fused function differentiates the whole tail by hand: ``dL/dg`` as per-channel
-        sums of ``r * x`` (``r`` the gradient behind the ReLU), the small MLP's gradients as ``(B, C)``
-        matrix products, and ``dL/dx = r * g + dL/ds`` in one pass written into the buffer of the first
-        (no call back into autograd); it is not differentiable twice. The gate still goes through
-        ``self.tap`` (hooks may read it; the backward differentiates the gate as the MLP computed it).
-
-        Shapes: ``x (B, C, H, W)``, ``shortcut (B, C, H, W)`` -> ``(B, C, H, W)``.
-
-        >>> se = SqueezeExcite(8, reduction=2)
-        >>> x, sc = torch.randn(2, 8, 3, 5), torch.randn(2, 8, 3, 5)
-        >>> torch.allclose(se.residual_relu(x, sc), torch.relu(se(x) + sc))
-        True
-        """
-        check_tensor(x, "x", ndim=4, channels=self.channels)
-        if shortcut.shape != x.shape:
-            raise ValueError(
-                f"shortcut must have the shape of x {tuple(x.shape)}, got {tuple(shortcut.shape)}"
-            )
-        b, c, h, w = x.shape
-        if torch.is_grad_enabled():
-            fc1, fc2 = self.fc1, self.fc2
-            weights = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-            if x.requires_grad or shortcut.requires_grad or any(p.requires_grad for p in weights):
-                if self.pool == "avg":
-                    return AvgSEResidualReLU.apply(x, shortcut, self, *weights)
-                return torch.addcmul(shortcut, x, self.excitation(x).reshape(b, c, 1, 1)).relu_()
-        # no autograd: squeeze, excite, then rescale + add + ReLU in one pass (the check above suffices)
-        s = x.sum((2, 3)) if self.pool == "avg" else x.amax((2, 3))
-        g = self._gate(s, 1.0 / (h * w) if self.pool == "avg" else 1.0)
-        return torch.addcmul(shortcut, x, g.reshape(b, c, 1, 1), out=x if inplace else None).relu_()
+        _moved("residual_relu", "se_residual_relu")
+        return se_residual_relu(self, x, shortcut, inplace=inplace)
 
     def norm_residual_relu(
         self, c: torch.Tensor, norm: nn.Module, shortcut: torch.Tensor, *, inplace: bool = False
     ) -> torch.Tensor:
-        """``relu(self(norm(c)) + shortcut)``: the block tail from the last convolution's output ``c``.
+        """Deprecated: ``visattn.models.se_resnet.se_norm_residual_relu(se, c, norm, shortcut)``."""
+        from visattn.models._se_fused import (
+            se_norm_residual_relu,
+        )  # architecture: deprecated method (issue 16)
 
-        When ``pool="avg"``, ``norm`` is a plain affine ``nn.BatchNorm2d`` without hooks, ``c`` is
-        NCHW-contiguous and autocast is off, the normalised map ``x = norm(c)`` is never written: with
-        ``x = a c + b`` per channel, SE's squeeze is ``a mean_hw c + b`` and its rescale merges with the
-        batch norm's affine map, ``y = relu((a g) c + (b g) + shortcut)`` (``visattn.attention._se_fused``):
-
-        * batch statistics (training mode): one function with a hand-written backward
-          (``BNAvgSEResidualReLU``): the batch moments, the running statistics (and
-          ``num_batches_tracked``) updated exactly as ``norm(c)`` updates them, and in backward every
-          reduction SE and the batch norm need from one fused pass;
-        * running statistics (eval mode), no autograd and a map of at least
-          ``_se_fused.EVAL_FUSE_MIN_NUMEL`` elements: three passes (squeeze, scale and shift, add and
-          ReLU), written into ``c``'s memory when ``inplace=True``. Smaller maps (e.g. batch-1
-          inference) take the unfused path: there one pass costs less than the six small operations
-          that fold the batch norm into the gate (see ``docs/results/se.md``).
-
-        Otherwise this is ``self.residual_relu(norm(c), shortcut, inplace=...)``. Outputs, gradients and
-        buffers equal the unfused composition's up to float rounding (tested in float64).
-
-        Shapes: ``c (B, C, H, W)``, ``shortcut (B, C, H, W)`` -> ``(B, C, H, W)``.
-
-        >>> se, bn = SqueezeExcite(8, reduction=2), nn.BatchNorm2d(8)
-        >>> c, sc = torch.randn(2, 8, 3, 5), torch.randn(2, 8, 3, 5)
-        >>> y = se.norm_residual_relu(c, bn, sc)
-        >>> x = nn.functional.batch_norm(c, None, None, training=True)  # gamma = 1, beta = 0 at init
-        >>> bool(torch.allclose(y, torch.relu(se(x) + sc), atol=1e-6)), int(bn.num_batches_tracked)
-        (True, 1)
-        """
-        if (
-            self.pool == "avg"
-            and type(norm) is nn.BatchNorm2d
-            and norm.affine
-            and not (norm._forward_hooks or norm._forward_pre_hooks)
-            and can_fuse(c)
-            and not torch.is_autocast_enabled(c.device.type)
-        ):
-            check_tensor(c, "c", ndim=4, channels=self.channels)
-            if shortcut.shape != c.shape:
-                raise ValueError(
-                    f"shortcut must have the shape of c {tuple(c.shape)}, got {tuple(shortcut.shape)}"
-                )
-            b, _, h, w = c.shape
-            if norm.training or norm.running_mean is None:
-                if b * h * w > 1:  # else BatchNorm2d raises its own error below
-                    return self._bn_train_tail(c, norm, shortcut)
-            elif c.numel() >= _se_fused.EVAL_FUSE_MIN_NUMEL and (
-                not torch.is_grad_enabled()
-                or not any(t.requires_grad for t in (c, shortcut, norm.weight, norm.bias, *self.parameters()))
-            ):
-                with torch.no_grad():
-                    return _se_fused.bn_eval_se_residual_relu(self, c, norm, shortcut, inplace)
-        return self.residual_relu(norm(c), shortcut, inplace=inplace)
-
-    def _bn_train_tail(self, c: torch.Tensor, norm: nn.BatchNorm2d, shortcut: torch.Tensor) -> torch.Tensor:
-        """The batch-statistics case of ``norm_residual_relu`` (running statistics as ``BatchNorm2d``)."""
-        fc1, fc2 = self.fc1, self.fc2
-        tensors = (norm.weight, norm.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-        return BNAvgSEResidualReLU.apply(c, shortcut, self, bn_train_stats(norm), *tensors)
+        _moved("norm_residual_relu", "se_norm_residual_relu")
+        return se_norm_residual_relu(self, c, norm, shortcut, inplace=inplace)
 
     def extra_repr(self) -> str:
         return (
             f"{self.channels}, reduction={self.reduction}, pool={self.pool!r}, gate={self.gate!r}, "
             f"identity_init={self.identity_init}"
         )
+
+
+def excite(
+    se: SqueezeExcite,
+    s: torch.Tensor,
+    alpha: float,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. 3 without a graph, from the pooled sums ``s (B, C)`` (times ``alpha``): the hidden layer,
+    ``q = act(z)`` and the gate ``g`` (after ``se.tap``). ``SqueezeExcite`` computes its gate with it; the
+    fused SE-ResNet tails (``visattn.models._se_fused``) keep ``hid`` and ``q`` for their hand-written backward.
+
+    >>> se = SqueezeExcite(4, reduction=2)
+    >>> [t.shape for t in excite(se, torch.rand(3, 4), 1.0, se.fc1.weight, se.fc1.bias, se.fc2.weight, se.fc2.bias)]
+    [torch.Size([3, 2]), torch.Size([3, 4]), torch.Size([3, 4])]
+    """
+    hid = torch.addmm(b1, s, w1.t(), alpha=alpha).relu_()
+    z = torch.addmm(b2, hid, w2.t())
+    if se.gate == "sigmoid":
+        q = z.sigmoid_()
+        g = q * 2.0 if se.identity_init else q
+    elif se.gate == "tanh":
+        q = z.tanh_()
+        g = q + 1.0 if se.identity_init else q
+    else:
+        q = g = z.relu_()
+    return hid, q, se.tap(g)
+
+
+def _moved(old: str, new: str) -> None:
+    warnings.warn(
+        f"SqueezeExcite.{old} moved beside the SE-ResNet blocks: use visattn.models.se_resnet.{new}(se, ...)",
+        DeprecationWarning,
+        stacklevel=3,
+    )

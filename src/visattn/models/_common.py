@@ -47,6 +47,6 @@ def make_attention(attn_layer: str | None, channels: int, attn_kwargs: dict | No
     """
     if attn_layer is None:
         return nn.Identity()
-    from visattn.attention import create_attention
+    from visattn.attention import check_drop_in, create_attention
 
-    return create_attention(attn_layer, channels, **(attn_kwargs or {}))
+    return create_attention(check_drop_in(attn_layer, "attn_layer"), channels, **(attn_kwargs or {}))

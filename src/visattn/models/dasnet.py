@@ -19,7 +19,7 @@ during a call of this module, so the base module, its forward and its ``state_di
 At ``theta = 0`` every gain is ``2 sigmoid(0) = 1`` exactly, so the search starts at the base CNN.
 
 Training (``uses_optimizer = False``; the engine calls :meth:`DasNet.train_step` per batch): one SNES
-iteration (``visattn.train.snes``) per batch over ``theta``; the fitness of a candidate is the mean
+iteration (``visattn.learning.snes``) per batch over ``theta``; the fitness of a candidate is the mean
 log-probability of the correct class after the last pass over the batch's ``n`` images
 (``fitness="log_prob"``, smooth, so ranks differ even when accuracy ties) or its accuracy
 (``fitness="accuracy"``). All ``p`` candidates are evaluated in one batched call, sharing what does not
@@ -51,13 +51,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from visattn._dist import all_reduce_mean
 from visattn._validate import check_choice, check_positive, check_tensor, check_type
 from visattn.attention.feedback import FilterGains
+from visattn.learning.snes import SNES
 from visattn.models._common import InputSpec, check_input, check_model_args
-from visattn.models._registry import create_model, register_model
+from visattn.models._load import load_model
+from visattn.models._registry import register_model
 
 __all__ = ["DasNet", "dasnet", "FITNESSES"]
 
@@ -77,13 +79,6 @@ class _Prefix(NamedTuple):
 
     layer: int
     output: torch.Tensor
-
-
-def _all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-        t = t / dist.get_world_size()
-    return t
 
 
 class DasNet(nn.Module):
@@ -180,8 +175,6 @@ class DasNet(nn.Module):
         self.num_filters = sum(channels)
         self.obs_dim = self.num_filters + num_classes
         self.policy_dim = self.num_filters * self.obs_dim + self.num_filters
-        from visattn.train.snes import SNES  # local: keeps ``import visattn.models`` free of ``train``
-
         self.search = SNES(
             self.policy_dim,
             sigma0=sigma0,
@@ -353,7 +346,7 @@ class DasNet(nn.Module):
         """Set ``obs_mean``/``obs_std`` from pass 1 on ``x`` (averaged over processes under DDP)."""
         check_input(self.input_spec, x)
         _, obs, _ = self._run(x, None)
-        stats = _all_reduce_mean(torch.stack([obs.mean(0), (obs * obs).mean(0)]).float())
+        stats = all_reduce_mean(torch.stack([obs.mean(0), (obs * obs).mean(0)]).float())
         self.obs_mean.copy_(stats[0])
         self.obs_std.copy_((stats[1] - stats[0] ** 2).clamp_min(0).sqrt().clamp_min(1e-4))
         self.calibrated.fill_(True)
@@ -368,7 +361,7 @@ class DasNet(nn.Module):
         if not bool(self.calibrated):
             self.calibrate(x)
         s, theta = self.search.ask()
-        fit = _all_reduce_mean(self.population_fitness(x, y, theta))
+        fit = all_reduce_mean(self.population_fitness(x, y, theta))
         stats = self.search.tell(s, fit)
         return {"loss": -stats["fitness_mean"], **stats}
 
@@ -400,12 +393,8 @@ def dasnet(
     """
     check_model_args(num_classes, in_chans)
     if isinstance(base, (str, Path)):
-        from visattn.train.checkpoint import load_weights
-
         check_type(base_model, "base_model", str)
-        net = create_model(base_model, num_classes=num_classes, in_chans=in_chans, **(base_kwargs or {}))
-        load_weights(net, base, strict=True)
-        base = net
+        base = load_model(base_model, base, num_classes=num_classes, in_chans=in_chans, **(base_kwargs or {}))
     elif not isinstance(base, nn.Module):
         raise TypeError(f"base must be an nn.Module or a weights path, got {type(base).__name__} {base!r}")
     spec = getattr(base, "input_spec", None)

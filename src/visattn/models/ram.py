@@ -25,7 +25,7 @@ decisions, ``log_probs`` and ``baselines`` of shape ``(B, T)``.
 Hybrid loss (sec. 3.2): ``CE(logits, y)`` for glimpse, core and action networks (the engine adds it),
 plus ``extra_losses``: ``reinforce = reinforce_weight * L_reinforce`` for the location policy with the
 reward ``R = 1`` for a correct final answer and ``baseline = baseline_weight * L_baseline`` (squared
-error) for the baseline; both from ``visattn.train.reinforce``.
+error) for the baseline; both from ``visattn.learning.reinforce``.
 
 Every place a gradient path is cut, and why:
 
@@ -40,7 +40,7 @@ Every place a gradient path is cut, and why:
    the paper's formulation where ``theta`` is all parameters;
 3. the core state entering the baseline is **detached**: the baseline's squared error trains the
    baseline head only and does not shape the core's features;
-4. the baseline is **detached in the advantage** ``R - b_t`` (``train.reinforce.advantage``):
+4. the baseline is **detached in the advantage** ``R - b_t`` (``learning.reinforce.advantage``):
    REINFORCE must not train the baseline;
 5. the reward (``argmax`` correctness) has no gradient by construction.
 
@@ -65,12 +65,9 @@ from torch import nn
 
 from visattn._validate import check_choice, check_positive, check_range, check_type
 from visattn.attention.glimpse import GlimpseSensor
+from visattn.learning.reinforce import baseline_loss, classification_reward, gaussian_log_prob, reinforce_loss
 from visattn.models._common import InputSpec, check_input, check_model_args
 from visattn.models._registry import register_model
-
-# REINFORCE helpers: pure torch functions. ``visattn.train`` imports ``visattn.models`` only lazily
-# (inside functions), so this import creates no cycle.
-from visattn.train.reinforce import baseline_loss, classification_reward, gaussian_log_prob, reinforce_loss
 
 __all__ = ["RecurrentAttention", "GlimpseNetwork", "ram"]
 

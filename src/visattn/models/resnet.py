@@ -58,16 +58,25 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.attn = make_attention(attn_layer, planes, attn_kwargs)
-        self.downsample = _downsample(in_planes, planes, stride)
+        self.downsample = self._shortcut(in_planes, planes, stride)
+
+    def _shortcut(self, in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
+        """The shortcut when the shape changes (``None``: identity); a 1x1 conv + BN here (option B)."""
+        return _downsample(in_planes, out_planes, stride)
 
     def zero_init_last(self) -> None:
         """Zero the last BN's scale so the block starts as its shortcut."""
         nn.init.zeros_(self.bn2.weight)
 
+    def branch(self, x: torch.Tensor) -> tuple[torch.Tensor, nn.BatchNorm2d]:
+        """The residual branch up to its last convolution: that conv's output and the BN that follows."""
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.conv2(out), self.bn2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.attn(self.bn2(self.conv2(out)))
+        c, bn = self.branch(x)
+        out = self.attn(bn(c))
         return self.relu(_add_shortcut(out, identity, self.attn))
 
 
@@ -102,11 +111,16 @@ class Bottleneck(nn.Module):
         """Zero the last BN's scale so the block starts as its shortcut."""
         nn.init.zeros_(self.bn3.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
+    def branch(self, x: torch.Tensor) -> tuple[torch.Tensor, nn.BatchNorm2d]:
+        """The residual branch up to its last convolution: that conv's output and the BN that follows."""
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.attn(self.bn3(self.conv3(out)))
+        return self.conv3(out), self.bn3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        c, bn = self.branch(x)
+        out = self.attn(bn(c))
         return self.relu(_add_shortcut(out, identity, self.attn))
 
 

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visattn.models._common import InputSpec, check_input, check_model_args, make_attention
+from visattn.models._common import InputSpec, check_input, check_model_args
 from visattn.models._registry import register_model
+from visattn.models.resnet import BasicBlock
 
 __all__ = ["CifarBasicBlock", "CifarResNet", "resnet_cifar"]
 
@@ -40,39 +41,25 @@ class _PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, half, self.pad - half))
 
 
-class CifarBasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers, attention on the residual branch, identity/option-A shortcut.
+class CifarBasicBlock(BasicBlock):
+    """``BasicBlock`` (two 3x3 conv-BN layers, attention on the residual branch) with the paper's CIFAR
+    option-A shortcut: identity, or sub-sampling plus zero-padded channels (no parameters).
 
     Shapes: ``(B, in_planes, H, W) -> (B, planes, H / stride, W / stride)``.
+
+    >>> CifarBasicBlock(16, 32, 2)(torch.zeros(1, 16, 8, 8)).shape
+    torch.Size([1, 32, 4, 4])
     """
 
-    def __init__(
-        self,
-        in_planes: int,
-        planes: int,
-        stride: int = 1,
-        *,
-        attn_layer: str | None = None,
-        attn_kwargs: dict | None = None,
-    ) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.attn = make_attention(attn_layer, planes, attn_kwargs)
-        self.shortcut: nn.Module = (
-            nn.Identity() if stride == 1 and in_planes == planes else _PadShortcut(in_planes, planes, stride)
-        )
+    def _shortcut(self, in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
+        if stride == 1 and in_planes == out_planes:
+            return None
+        return _PadShortcut(in_planes, out_planes, stride)
 
-    def zero_init_last(self) -> None:
-        """Zero the last BN's scale so the block starts as its shortcut."""
-        nn.init.zeros_(self.bn2.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.attn(self.bn2(self.conv2(out)))
-        return F.relu(out + self.shortcut(x))
+    @property
+    def shortcut(self) -> nn.Module:
+        """The shortcut module (``nn.Identity`` when the shape is kept); held as ``downsample``."""
+        return self.downsample if self.downsample is not None else nn.Identity()
 
 
 class CifarResNet(nn.Module):

@@ -7,7 +7,7 @@ before the addition (the paper's Fig. 3): ``y = relu(g(u) * u + shortcut(x))`` w
 * ImageNet-style: ``se_resnet18`` (basic blocks) and ``se_resnet50`` (bottlenecks) use ``SEBasicBlock`` and
   ``SEBottleneck``: the same parameters and names as ``resnet18/50`` with ``attn_layer="se"`` (so their
   weights load into each other with ``strict=True``), but the block ends in
-  ``SqueezeExcite.norm_residual_relu(c, bn, shortcut)`` from the last convolution's output ``c``, which folds
+  ``se_norm_residual_relu(se, c, bn, shortcut)`` (``visattn.models._se_fused``) from the last convolution's output ``c``, which folds
   the batch norm into the gate: with ``bn(c) = a c + b`` per channel, the squeeze is ``a mean_hw c + b`` and
   the block's output ``relu((a g) c + (b g) + shortcut)``, so ``bn(c)`` is never written. In training the
   batch moments, running statistics, squeeze, gate, rescale, add and ReLU are one hand-differentiated
@@ -26,70 +26,66 @@ torch.Size([2, 10])
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from visattn._validate import check_choice
 from visattn.attention.se import SqueezeExcite
 from visattn.models._registry import register_model
+from visattn.models._se_fused import se_norm_residual_relu, se_residual_relu
 from visattn.models.resnet import BasicBlock, Bottleneck, ResNet
 from visattn.models.resnet_cifar import CifarResNet, resnet_cifar
 
-__all__ = ["SEBasicBlock", "SEBottleneck", "se_resnet18", "se_resnet50"]
+__all__ = [
+    "SEBasicBlock",
+    "SEBottleneck",
+    "se_norm_residual_relu",
+    "se_residual_relu",
+    "se_resnet18",
+    "se_resnet50",
+]
 
 
-class SEBasicBlock(BasicBlock):
+class _SETail:
+    """Mixin for SE-ResNet blocks: ``attn`` must be SE, and the block ends in the fused tail
+    ``se_norm_residual_relu(attn, c, bn, shortcut)`` from the last convolution's output ``c``."""
+
+    downsample: nn.Module | None
+    branch: Any
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        attn_layer: str | None = "se",
+        attn_kwargs: dict | None = None,
+    ) -> None:
+        check_choice(attn_layer, "attn_layer", ("se",))
+        super().__init__(in_planes, planes, stride, attn_layer="se", attn_kwargs=attn_kwargs)  # type: ignore[call-arg]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        c, bn = self.branch(x)
+        attn = cast(SqueezeExcite, self.attn)  # type: ignore[attr-defined]
+        return se_norm_residual_relu(attn, c, bn, identity, inplace=True)
+
+
+class SEBasicBlock(_SETail, BasicBlock):
     """``BasicBlock`` whose ``attn`` is a ``SqueezeExcite``, rescale fused with the residual add.
 
     Shapes: ``(B, in_planes, H, W) -> (B, planes, H / stride, W / stride)``.
     """
 
-    attn: SqueezeExcite
 
-    def __init__(
-        self,
-        in_planes: int,
-        planes: int,
-        stride: int = 1,
-        *,
-        attn_layer: str | None = "se",
-        attn_kwargs: dict | None = None,
-    ) -> None:
-        check_choice(attn_layer, "attn_layer", ("se",))
-        super().__init__(in_planes, planes, stride, attn_layer="se", attn_kwargs=attn_kwargs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.attn.norm_residual_relu(self.conv2(out), self.bn2, identity, inplace=True)
-
-
-class SEBottleneck(Bottleneck):
+class SEBottleneck(_SETail, Bottleneck):
     """``Bottleneck`` whose ``attn`` is a ``SqueezeExcite``, rescale fused with the residual add.
 
     Shapes: ``(B, in_planes, H, W) -> (B, 4 * planes, H / stride, W / stride)``.
     """
-
-    attn: SqueezeExcite
-
-    def __init__(
-        self,
-        in_planes: int,
-        planes: int,
-        stride: int = 1,
-        *,
-        attn_layer: str | None = "se",
-        attn_kwargs: dict | None = None,
-    ) -> None:
-        check_choice(attn_layer, "attn_layer", ("se",))
-        super().__init__(in_planes, planes, stride, attn_layer="se", attn_kwargs=attn_kwargs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self.attn.norm_residual_relu(self.conv3(out), self.bn3, identity, inplace=True)
 
 
 def _se_cifar(depth: int, **kwargs: Any) -> CifarResNet:

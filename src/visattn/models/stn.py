@@ -22,6 +22,7 @@ Each localisation network ends in a zero-initialised layer whose bias is the ide
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ __all__ = [
     "CNN",
     "STClassifier",
     "MultiSTNet",
+    "mnist_stn",
     "fcn_mnist",
     "cnn_mnist",
     "st_fcn_mnist",
@@ -171,38 +173,9 @@ def _mnist_model(
     return STClassifier(st, net(num_classes=num_classes, in_chans=in_chans, image_size=out), spec)
 
 
-@register_model("fcn_mnist")
-def fcn_mnist(
-    *, num_classes: int = 10, in_chans: int = 1, image_size: int | tuple[int, int] = 28
-) -> STClassifier:
-    """The paper's FCN baseline (3 hidden layers of 128) for ``image_size`` inputs (28, or 42 for RTS).
-
-    >>> fcn_mnist()(torch.zeros(2, 1, 28, 28)).shape
-    torch.Size([2, 10])
-    """
-    return _mnist_model(
-        "fcn", with_st=False, num_classes=num_classes, in_chans=in_chans, image_size=image_size,
-        transform="affine", grid_size=3, st_out_size=None, padding_mode="border",
-    )  # fmt: skip
-
-
-@register_model("cnn_mnist")
-def cnn_mnist(
-    *, num_classes: int = 10, in_chans: int = 1, image_size: int | tuple[int, int] = 28
-) -> STClassifier:
-    """The paper's CNN baseline (conv9x9-pool-conv7x7-pool-FC, 32 filters).
-
-    >>> cnn_mnist(image_size=42)(torch.zeros(2, 1, 42, 42)).shape
-    torch.Size([2, 10])
-    """
-    return _mnist_model(
-        "cnn", with_st=False, num_classes=num_classes, in_chans=in_chans, image_size=image_size,
-        transform="affine", grid_size=3, st_out_size=None, padding_mode="border",
-    )  # fmt: skip
-
-
-@register_model("st_fcn_mnist")
-def st_fcn_mnist(
+def mnist_stn(
+    kind: str,
+    with_st: bool,
     *,
     num_classes: int = 10,
     in_chans: int = 1,
@@ -212,37 +185,40 @@ def st_fcn_mnist(
     st_out_size: int | tuple[int, int] | None = None,
     padding_mode: str = "border",
 ) -> STClassifier:
-    """ST-FCN: an FCN-localised spatial transformer (``affine``, ``projective``, ``tps``) before the FCN.
+    """The paper's MNIST networks: ``kind`` ``"fcn"`` (3 hidden layers of 128) or ``"cnn"``
+    (conv9x9-pool-conv7x7-pool-FC, 32 filters) for ``image_size`` inputs (28, or 42 for RTS), behind an
+    FCN- or CNN-localised spatial transformer (``affine``, ``projective``, ``tps``) when ``with_st``.
 
-    >>> st_fcn_mnist(transform="tps")(torch.zeros(2, 1, 28, 28)).shape
+    Registered as ``fcn_mnist``, ``cnn_mnist`` (baselines: the transformer's options are refused) and
+    ``st_fcn_mnist``, ``st_cnn_mnist``.
+
+    >>> mnist_stn("cnn", True, transform="projective", image_size=42)(torch.zeros(2, 1, 42, 42)).shape
+    torch.Size([2, 10])
+    >>> mnist_stn("fcn", False)(torch.zeros(2, 1, 28, 28)).shape
     torch.Size([2, 10])
     """
+    check_choice(kind, "kind", ("fcn", "cnn"))
+    if not with_st:
+        st_opts: dict[str, tuple[Any, Any]] = {
+            "transform": (transform, "affine"),
+            "grid_size": (grid_size, 3),
+        }
+        st_opts.update(st_out_size=(st_out_size, None), padding_mode=(padding_mode, "border"))
+        given = [k for k, (v, default) in st_opts.items() if v != default]
+        if given:
+            raise TypeError(
+                f"{kind}_mnist has no spatial transformer, so it takes no {given}; use st_{kind}_mnist"
+            )
     return _mnist_model(
-        "fcn", with_st=True, num_classes=num_classes, in_chans=in_chans, image_size=image_size,
+        kind, with_st=with_st, num_classes=num_classes, in_chans=in_chans, image_size=image_size,
         transform=transform, grid_size=grid_size, st_out_size=st_out_size, padding_mode=padding_mode,
     )  # fmt: skip
 
 
-@register_model("st_cnn_mnist")
-def st_cnn_mnist(
-    *,
-    num_classes: int = 10,
-    in_chans: int = 1,
-    image_size: int | tuple[int, int] = 28,
-    transform: str = "affine",
-    grid_size: int | tuple[int, int] = 3,
-    st_out_size: int | tuple[int, int] | None = None,
-    padding_mode: str = "border",
-) -> STClassifier:
-    """ST-CNN: a CNN-localised spatial transformer (``affine``, ``projective``, ``tps``) before the CNN.
-
-    >>> st_cnn_mnist(transform="projective", image_size=42)(torch.zeros(2, 1, 42, 42)).shape
-    torch.Size([2, 10])
-    """
-    return _mnist_model(
-        "cnn", with_st=True, num_classes=num_classes, in_chans=in_chans, image_size=image_size,
-        transform=transform, grid_size=grid_size, st_out_size=st_out_size, padding_mode=padding_mode,
-    )  # fmt: skip
+fcn_mnist = register_model("fcn_mnist")(partial(mnist_stn, "fcn", False))
+cnn_mnist = register_model("cnn_mnist")(partial(mnist_stn, "cnn", False))
+st_fcn_mnist = register_model("st_fcn_mnist")(partial(mnist_stn, "fcn", True))
+st_cnn_mnist = register_model("st_cnn_mnist")(partial(mnist_stn, "cnn", True))
 
 
 class MultiSTNet(nn.Module):

@@ -15,7 +15,16 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "all_reduce_sum", "barrier"]
+from visattn._dist import all_reduce_mean, all_reduce_sum, barrier
+
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "cleanup_distributed",
+    "all_reduce_mean",
+    "all_reduce_sum",
+    "barrier",
+]
 
 
 @dataclass(frozen=True)
@@ -87,16 +96,3 @@ def cleanup_distributed() -> None:
     """Destroy the process group if this module started one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum ``t`` over all processes (in place); identity in a single process."""
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
-def barrier() -> None:
-    """Wait for every process; no-op in a single process."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()

@@ -20,133 +20,39 @@ losses; ``uses_optimizer = False`` with ``train_step(x, y)`` replaces backward/s
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from visattn.train.checkpoint import atomic_save, capture_rng, load_weights, restore_rng, safe_load
+from visattn.checkpoint import atomic_save, capture_rng, restore_rng, safe_load
+from visattn.train.build import build_data, build_model, check_model_fits, data_info
+from visattn.train.callbacks import Callback
 from visattn.train.config import TrainConfig, config_to_dict
-from visattn.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
+from visattn.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from visattn.train.evaluate import autocast as _autocast
+from visattn.train.evaluate import evaluate, logits_of
 from visattn.train.logs import write_history, write_text_atomic
 from visattn.train.schedule import lr_multiplier
 
 __all__ = ["Trainer", "fit", "evaluate", "build_model", "logits_of", "check_model_fits"]
 
 
-def logits_of(output: Any) -> torch.Tensor:
-    """The logits ``(B, K)`` of a model output (a tensor, or a dict with ``"logits"``)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, dict) and "logits" in output:
-        return output["logits"]
-    raise TypeError(f"a model must return logits or a dict with 'logits', got {type(output).__name__}")
-
-
-def build_model(cfg: TrainConfig, *, num_classes: int, in_chans: int) -> nn.Module:
-    """Create ``cfg.model``, load ``cfg.weights`` (weights-only) and apply ``cfg.retrofit``."""
-    from visattn.models import create_model
-
-    model = create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **cfg.model_kwargs)
-    if cfg.weights:
-        load_weights(model, cfg.weights, strict=True)
-    if cfg.retrofit:
-        from visattn import retrofit as _retrofit  # type: ignore[attr-defined]
-
-        _retrofit(model, attention=cfg.retrofit, **cfg.retrofit_kwargs)
-    return model
-
-
-def check_model_fits(model: nn.Module, name: str, in_chans: int, image_size: tuple[int, int]) -> None:
-    """Raise ``ValueError`` before training when the data's images do not fit the model's input spec."""
-    spec = getattr(model, "input_spec", None)
-    if spec is None:
-        return
-    h, w = image_size
-    if spec.in_chans != in_chans:
-        raise ValueError(f"model {name!r} takes {spec.in_chans}-channel images, the data has {in_chans}")
-    if h < spec.min_size[0] or w < spec.min_size[1]:
-        raise ValueError(
-            f"model {name!r} needs images of at least {spec.min_size[0]}x{spec.min_size[1]}, the data has {h}x{w}"
-        )
-    if spec.size is not None and tuple(spec.size) != (h, w):
-        raise ValueError(f"model {name!r} needs {spec.size[0]}x{spec.size[1]} images, the data has {h}x{w}")
-
-
-def _autocast(device: torch.device, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: Iterable,
-    device: torch.device,
-    *,
-    amp: bool = False,
-    channels_last: bool = False,
-) -> dict[str, float]:
-    """Mean cross-entropy, top-1 and top-5 accuracy (%) over ``loader``, summed over all processes."""
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
-            logits = logits_of(model(x)).float()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hit = top.eq(y[:, None])
-        sums += torch.stack(
-            [
-                F.cross_entropy(logits, y, reduction="sum").double(),
-                hit[:, 0].sum().double(),
-                hit.any(dim=1).sum().double(),
-                torch.tensor(float(y.numel()), dtype=torch.float64, device=device),
-            ]
-        )
-    all_reduce_sum(sums)
-    n = max(1.0, sums[3].item())
-    return {
-        "loss": sums[0].item() / n,
-        "top1": 100 * sums[1].item() / n,
-        "top5": 100 * sums[2].item() / n,
-        "n": int(sums[3].item()),
-    }
-
-
-def _shard(loader: DataLoader | None, info: DistInfo, batch_size: int) -> DataLoader | None:
-    """An evaluation loader over this rank's exact share (no padding, so counts stay exact)."""
-    if loader is None or not info.distributed:
-        return loader
-    ds: Any = loader.dataset
-    return DataLoader(
-        Subset(ds, range(info.rank, len(ds), info.world_size)),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn,
-    )
-
-
 class Trainer:
     """Holds the model, optimiser, schedule and loaders of one run; ``run()`` trains it."""
 
-    def __init__(self, cfg: TrainConfig, *, info: DistInfo | None = None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, *, info: DistInfo | None = None, callbacks: Sequence[Callback] = ()
+    ) -> None:
         cfg.validate()
         self.cfg = cfg
         self.info = info or init_distributed(cfg.device)
@@ -159,7 +65,7 @@ class Trainer:
         self.best_top1 = -math.inf
         self.global_step = 0
         self.tb: Any = None
-        self.tb_images: Any = None
+        self.callbacks = list(callbacks)
         self.initial_val_top1: float | None = None
         if cfg.resume:
             self._resume()
@@ -178,54 +84,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
 
     def _setup_data(self) -> None:
-        from visattn.data import load_dataset, make_loaders
-
-        cfg, info = self.cfg, self.info
-        if cfg.batch_size % info.world_size:
-            raise ValueError(
-                f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
-                f"{info.world_size} processes"
-            )
-        self.splits = load_dataset(
-            cfg.data,
-            data_dir=cfg.data_dir,
-            download=cfg.download and info.is_main,
-            seed=cfg.seed,
-            **cfg.data_kwargs,
-        )
-        local_bs = cfg.batch_size // info.world_size
-        eval_bs = cfg.eval_batch_size or max(local_bs, 256)
-        self.loaders = make_loaders(
-            self.splits,
-            batch_size=local_bs,
-            val_fraction=cfg.val_fraction,
-            seed=cfg.seed,
-            augment=cfg.augment,
-            num_workers=cfg.num_workers,
-            distributed=info.distributed,
-            limit_train=cfg.limit_train,
-            eval_batch_size=eval_bs,
-        )
-        self.train_sampler: DistributedSampler = DistributedSampler(
-            self.loaders.train.dataset,
-            num_replicas=info.world_size,
-            rank=info.rank,
-            shuffle=True,
-            seed=cfg.seed,
-            drop_last=True,
-        )
-        self.train_loader = DataLoader(
-            self.loaders.train.dataset,
-            batch_size=local_bs,
-            sampler=self.train_sampler,
-            drop_last=True,
-            num_workers=cfg.num_workers,
-            collate_fn=self.loaders.train.collate_fn,
-            pin_memory=info.device.type == "cuda",
-            persistent_workers=cfg.num_workers > 0,
-        )
-        self.val_loader = _shard(self.loaders.val, info, eval_bs)
-        self.test_loader = _shard(self.loaders.test, info, eval_bs)
+        data = build_data(self.cfg, self.info)
+        self.splits, self.loaders, self.train_sampler = data.splits, data.loaders, data.train_sampler
+        self.train_loader, self.val_loader, self.test_loader = data.train, data.val, data.test
 
     def _setup_model(self) -> None:
         cfg, info = self.cfg, self.info
@@ -313,6 +174,7 @@ class Trainer:
             "history": self.history,
             "rng": capture_rng(),
             "config": config_to_dict(self.cfg),
+            "data_info": data_info(self.splits),
         }
 
     def _resume(self) -> None:
@@ -361,6 +223,7 @@ class Trainer:
                     "epoch": self.start_epoch,
                     "val_top1": self.best_top1,
                     "config": state["config"],
+                    "data_info": state["data_info"],
                 },
                 self.out / "best.pt",
             )
@@ -433,8 +296,8 @@ class Trainer:
             n_img += y.shape[0]
             n_steps += 1
             self.global_step += 1
-            if self.tb_images is not None:
-                self.tb_images.maybe_log(self.tb, self.model, self.global_step)
+            for cb in self.callbacks:
+                cb.on_step_end(self)
             if bar is not None:
                 bar.update(1)
                 if i % self.cfg.log_every == 0:
@@ -492,24 +355,23 @@ class Trainer:
                 "epoch": 0,
                 "val_top1": self.best_top1,
                 "config": config_to_dict(cfg),
+                "data_info": data_info(self.splits),
             }
             atomic_save(state, self.out / "best.pt")
             if cfg.progress:
                 print(json.dumps({"epoch": 0, "val_top1": round(val["top1"], 4)}))
 
-    def _attention_image_logger(self) -> Any:
-        """A fixed batch (the first validation images, else test images) for TensorBoard attention views."""
-        from visattn.train.tb_images import AttentionImageLogger
-
+    def fixed_batch(self, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` validation images (else test images) and labels, as the model takes them
+        (e.g. for attention pictures during training)."""
         loader = self.val_loader if self.val_loader is not None else self.test_loader
         if loader is None:
-            raise ValueError("tb_images_every needs validation or test images; this dataset has neither")
+            raise ValueError("this dataset has neither validation nor test images")
         x, y = next(iter(loader))
-        x, y = x[:8], y[:8]
+        x, y = x[:n], y[:n]
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        names = getattr(self.splits, "class_names", None)
-        return AttentionImageLogger(x, y, every=self.cfg.tb_images_every, class_names=names)
+        return x, y
 
     def run(self, *, stop_after: int | None = None) -> dict[str, Any]:
         """Train from ``start_epoch`` to ``cfg.epochs``; return the summary (also ``summary.json``).
@@ -525,9 +387,18 @@ class Trainer:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(self.out / "tb"))
-                if cfg.tb_images_every:
-                    self.tb_images = self._attention_image_logger()
+                if cfg.tb_images_every and not any(
+                    getattr(cb, "writes_attention_images", False) for cb in self.callbacks
+                ):
+                    warnings.warn(
+                        f"tb_images_every={cfg.tb_images_every} needs an attention-image callback: pass "
+                        "callbacks=[visattn.callbacks.AttentionImages()] (the visattn command adds it)",
+                        UserWarning,
+                        stacklevel=2,
+                    )
         try:
+            for cb in self.callbacks:
+                cb.on_train_start(self)
             if self.start_epoch == 0 and self.val_loader is not None and self._select_initial():
                 self._validate_initial()
             while self.start_epoch < cfg.epochs:
@@ -548,6 +419,8 @@ class Trainer:
                 self.history.append(row)
                 self.start_epoch += 1
                 self._save(is_best)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, row)
                 if self.tb is not None:
                     for k, v in row.items():
                         if isinstance(v, (int, float)) and k != "epoch":
@@ -558,6 +431,8 @@ class Trainer:
                     return {"history": self.history, "out": str(self.out), "stopped_after": self.start_epoch}
             barrier()
             summary = self._finish()
+            for cb in self.callbacks:
+                cb.on_train_end(self, summary)
         finally:
             if self.tb is not None:
                 self.tb.close()
@@ -590,11 +465,14 @@ class Trainer:
         return summary
 
 
-def fit(cfg: TrainConfig) -> dict[str, Any]:
-    """Train ``cfg`` to the end (single process or under ``torchrun``); return the summary."""
+def fit(cfg: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Train ``cfg`` to the end (single process or under ``torchrun``); return the summary.
+
+    ``callbacks``: objects with the hooks of :class:`~visattn.train.callbacks.Callback`.
+    """
     info = init_distributed(cfg.device)
     try:
-        summary = Trainer(cfg, info=info).run()
+        summary = Trainer(cfg, info=info, callbacks=callbacks).run()
         barrier()  # every rank reaches the end before the group is torn down (a gloo peer closing early can abort)
         return summary
     finally:

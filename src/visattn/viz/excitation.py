@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from visattn._validate import check_positive, check_tensor, check_type
 from visattn.attention import AttentionTap
+from visattn.viz.views import View, ViewContext, file_png, register_view
 
 __all__ = ["channel_taps", "excitation_stats", "plot_excitations"]
 
@@ -180,3 +181,15 @@ def plot_excitations(
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png", dpi=100)
     return stats
+
+
+@register_view("channel weights", kinds=("channel",), order=70)
+def _channel_view(ctx: ViewContext, records: dict[str, Any]) -> list[View]:
+    """Channel gates (SE paper, Fig. 6): mean excitation per class, block by block, over the whole batch."""
+    names = ctx.class_names
+    png = file_png(
+        lambda p: plot_excitations(
+            ctx.model, (ctx.x, ctx.labels), p, class_names=names, num_classes=len(names) if names else None
+        )
+    )
+    return [View("channel weights", "Mean excitation per class, block by block.", png)]

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from visattn._validate import check_positive, check_tensor, check_type
+from visattn.models.dasnet import DasNet
+from visattn.viz.views import View, ViewContext, file_png, register_view
 
 __all__ = [
     "gain_trajectories",
@@ -32,8 +34,6 @@ __all__ = [
 
 
 def _check_dasnet(model: Any) -> None:
-    from visattn.models.dasnet import DasNet
-
     check_type(model, "model", DasNet)
 
 
@@ -215,3 +215,11 @@ def dasnet_report(
         "shown": shown,
         **{k: int(v.numel()) for k, v in ch.items()},
     }
+
+
+@register_view("gain evolution", kinds=("gains",), model=DasNet, order=50)
+def _gain_evolution_view(ctx: ViewContext, records: dict[str, Any]) -> list[View]:
+    """dasNet: the gains of the most-moved filters, pass by pass."""
+    gains = gain_trajectories(ctx.model, ctx.xs)["gains"]
+    png = file_png(lambda p: plot_gain_evolution(gains, p, images=range(min(4, ctx.show))))
+    return [View("gain evolution", "dasNet gains of the most-moved filters per pass.", png)]

@@ -21,6 +21,8 @@ from torch import nn
 
 from visattn._validate import check_positive, check_tensor, check_type
 from visattn.functional.glimpse import extract_glimpses, glimpse_boxes, location_to_pixels
+from visattn.models.ram import RecurrentAttention
+from visattn.viz.views import View, ViewContext, file_png, register_view
 
 __all__ = ["glimpse_episode", "plot_glimpses", "save_glimpse_gif"]
 
@@ -178,3 +180,11 @@ def save_glimpse_gif(
     path.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
     return path
+
+
+@register_view("glimpses", kinds=("location",), model=RecurrentAttention, exclusive=True, order=20)
+def _glimpses_view(ctx: ViewContext, records: dict[str, Any]) -> list[View]:
+    """RAM: the glimpse path and the patches as the model saw them (replaces the generic glimpse path)."""
+    labels = ctx.labels[: ctx.show]
+    png = file_png(lambda p: plot_glimpses(ctx.model, ctx.xs, p, labels=labels, max_images=ctx.show))
+    return [View("glimpses", "Glimpse path and patches, as the model saw them.", png)]

@@ -19,7 +19,7 @@ Each mechanism's attention becomes a heat map at the input's resolution:
   centres, ``(x, y)`` in ``[-1, 1]``.
 
 ``channel`` and ``gains`` taps have no spatial layout; for those models (and for every model, as a
-reference) Grad-CAM of the same model (``visattn.viz.render.gradcam``) is scored, and a
+reference) Grad-CAM of the same model (``visattn.viz.gradcam``) is scored, and a
 **centre prior** (a Gaussian at the image centre, ``sigma = 1/4`` of the side) is the baseline any
 attention should beat on translated or cluttered digits.
 
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from visattn._validate import check_positive, check_tensor, check_type
+from visattn.viz.gradcam import gradcam as _gradcam
 
 __all__ = [
     "box_mask",
@@ -259,7 +260,7 @@ def localization_scores(
         boxes: ``(N, 4)`` object boxes ``(x0, y0, x1, y1)``, half-open pixels of the input.
         labels: ``(N,)`` classes for Grad-CAM's target (default: the predicted class).
         batch_size: images per forward pass.
-        gradcam: also score Grad-CAM of the model (``visattn.viz.render.gradcam``), when it has a
+        gradcam: also score Grad-CAM of the model (``visattn.viz.gradcam``), when it has a
             ``Conv2d`` and its forward runs with autograd (else the row is left out).
         tolerance: pointing-game tolerance in pixels.
         sigma: Gaussian width (pixels) of location taps' heat maps.
@@ -301,8 +302,6 @@ def localization_scores(
                 norm = [m / m.flatten(1).amax(1).clamp_min(1e-12)[:, None, None] for m in maps.values()]
                 score("attention: mean of taps", torch.stack(norm).mean(0), bx)
             if gradcam:
-                from visattn.viz.render import gradcam as _gradcam
-
                 y = None if labels is None else labels[i : i + batch_size]
                 try:
                     score("grad-cam", _gradcam(model, x, targets=y).cpu(), bx)

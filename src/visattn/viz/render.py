@@ -12,30 +12,37 @@ Generic renderers, one per tap kind, for the mechanisms' own papers' figures:
 * filter gains (Stollenga et al., "Deep Networks with Internal Selective Attention through Feedback
   Connections", NIPS 2014): per-class mean gains, :func:`plot_class_weights`.
 
-Models without spatial attention get a Grad-CAM view (Selvaraju et al., ICCV 2017) computed by the
-``grad-cam`` package (``pip install grad-cam``, the ``viz`` extra), not a hand-written copy.
+Models without spatial attention get a Grad-CAM view (Selvaraju et al., ICCV 2017; ``visattn.viz.gradcam``).
+:func:`attention_views` draws every view registered with :func:`visattn.viz.views.register_view`
+whose records the model emits: the generic ones are here (the overlay, glimpse paths, per-class
+gains); mechanisms register their own beside their renderers (warps in ``visattn.viz.warps``, RAM's
+glimpses in ``visattn.viz.glimpses``, channel weights in ``visattn.viz.excitation``, dasNet's gain
+evolution in ``visattn.viz.gains``).
 All figures are ``matplotlib.figure.Figure`` objects drawn on the Agg canvas (no display, no pyplot
 state); :func:`figure_png` turns one into PNG bytes.
 """
 
 from __future__ import annotations
 
-import io
-import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from visattn._validate import check_positive, check_tensor, check_type
+from visattn._validate import check_positive, check_tensor
+from visattn.viz.gradcam import cam_layer, gradcam
+from visattn.viz.localization import _warp_conventions, tap_heatmaps
+from visattn.viz.recorder import record_attention
+from visattn.viz.views import View, ViewContext, figure_png, matching_records, register_view
+from visattn.viz.warps import grid_to_pixels
 
 __all__ = [
     "View",
+    "ViewContext",
     "figure_png",
+    "register_view",
     "to_display",
     "cam_layer",
     "gradcam",
@@ -44,22 +51,6 @@ __all__ = [
     "plot_class_weights",
     "attention_views",
 ]
-
-
-@dataclass(frozen=True)
-class View:
-    """One rendered picture: a title, a caption and the PNG bytes."""
-
-    title: str
-    caption: str
-    png: bytes
-
-
-def figure_png(fig: Any, *, dpi: int = 80) -> bytes:
-    """PNG bytes of a matplotlib ``Figure``."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
 
 
 def to_display(img: torch.Tensor) -> Any:
@@ -73,69 +64,6 @@ def to_display(img: torch.Tensor) -> Any:
     t = t.permute(1, 2, 0) if t.shape[0] == 3 else t.mean(0)
     lo, hi = t.min(), t.max()
     return ((t - lo) / (hi - lo).clamp_min(1e-8)).numpy()
-
-
-class _Logits(nn.Module):
-    """Wraps a model whose output may be a dict with ``"logits"`` so Grad-CAM sees a tensor."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        return out["logits"] if isinstance(out, dict) else out
-
-
-def cam_layer(model: nn.Module) -> nn.Module | None:
-    """The default Grad-CAM layer: the model's last ``nn.Conv2d`` in module order (``None`` if none)."""
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    return convs[-1] if convs else None
-
-
-def gradcam(
-    model: nn.Module,
-    x: torch.Tensor,
-    *,
-    targets: torch.Tensor | None = None,
-    layer: nn.Module | None = None,
-) -> torch.Tensor:
-    """Grad-CAM heat maps ``(B, H, W)`` in ``[0, 1]`` of ``model`` on ``x`` ``(B, C, H, W)``.
-
-    ``L = ReLU(sum_k a_k A^k)`` with ``a_k`` the spatial mean of ``d y_c / d A^k`` (Selvaraju et al.,
-    eq. 1-2), computed by ``pytorch_grad_cam.GradCAM`` at ``layer`` (default :func:`cam_layer`),
-    resized to the input and scaled to ``[0, 1]`` per image. ``targets`` ``(B,)`` are the classes
-    explained (default: the predicted ones). ``ValueError`` when the model has no ``Conv2d`` or its
-    forward runs without autograd. The model is left in ``eval()`` mode and its ``.grad``
-    fields are zeroed (the package calls ``model.zero_grad()``).
-
-    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-    ...                     nn.Flatten(), nn.Linear(4, 3))
-    >>> gradcam(net, torch.rand(2, 1, 10, 12)).shape
-    torch.Size([2, 10, 12])
-    """
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    check_type(model, "model", nn.Module)
-    check_tensor(x, "x", ndim=4)
-    layer = cam_layer(model) if layer is None else check_type(layer, "layer", nn.Module)
-    if layer is None:
-        raise ValueError(f"gradcam needs a convolutional layer; {type(model).__name__} has no nn.Conv2d")
-    cam_targets = None
-    if targets is not None:
-        check_tensor(targets, "targets", ndim=1, floating=False, layout="(B,)")
-        cam_targets = [ClassifierOutputTarget(int(c)) for c in targets.tolist()]
-    try:
-        with torch.enable_grad(), GradCAM(model=_Logits(model), target_layers=[layer]) as cam:
-            maps = cam(input_tensor=x, targets=cam_targets)
-    except RuntimeError as e:
-        if "does not require grad" not in str(e):
-            raise
-        raise ValueError(
-            f"gradcam needs gradients through {type(model).__name__}, whose forward runs without autograd"
-        ) from e
-    return torch.from_numpy(maps).float()
 
 
 def _boxes_px(boxes: torch.Tensor | None, n: int) -> list[tuple[float, float, float, float] | None]:
@@ -222,8 +150,6 @@ def plot_glimpse_path(
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    from visattn.viz.warps import grid_to_pixels
-
     check_tensor(images, "images", ndim=4)
     check_tensor(locations, "locations", ndim=3, layout="(B, T, 2)")
     if locations.shape[0] != images.shape[0] or locations.shape[-1] != 2:
@@ -300,12 +226,66 @@ def plot_class_weights(
     return fig
 
 
-def _file_png(draw: Any) -> bytes:
-    """Run ``draw(path)`` (a renderer that writes a PNG file) and return the bytes."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "view.png"
-        draw(path)
-        return path.read_bytes()
+def _label(ctx: ViewContext, c: int) -> str:
+    names = ctx.class_names
+    return names[c] if names is not None and c < len(names) else str(c)
+
+
+@register_view("overlay", kinds=("spatial", "warp"), always=True, order=10)
+def _overlay_view(ctx: ViewContext, records: dict[str, Any]) -> list[View]:
+    """Spatial masks and warp-grid densities over the input, plus Grad-CAM."""
+    size = (ctx.x.shape[-2], ctx.x.shape[-1])
+    rows = {n: m[: ctx.show] for n, m in tap_heatmaps(records, size, align_corners=ctx.align_corners).items()}
+    if (ctx.with_gradcam or not records) and cam_layer(ctx.model) is not None:
+        try:
+            rows["Grad-CAM"] = gradcam(ctx.model, ctx.xs, targets=ctx.labels[: ctx.show])
+        except ValueError:  # a forward without autograd (dasNet): no Grad-CAM row
+            pass
+        except ImportError:  # the optional ``grad-cam`` package (extra ``viz``) is missing
+            warnings.warn(
+                "Grad-CAM views need the grad-cam package: pip install 'visattn[viz]'", stacklevel=2
+            )
+    if not rows:
+        return []
+    boxes = None if ctx.boxes is None else ctx.boxes[: ctx.show]
+    fig = overlay_grid(ctx.xs.cpu(), rows, boxes=boxes, titles=ctx.titles)
+    caption = (
+        "Heat maps over the input (true→predicted): "
+        + ", ".join(rows)
+        + ". Spatial masks: channel mean upsampled to the input; warps: density of the"
+        " sampling grid's points on the input."
+    )
+    return [View("where it looks", caption, figure_png(fig))]
+
+
+@register_view("glimpse path", kinds=("location",), order=30)
+def _location_view(ctx: ViewContext, records: dict[str, Any]) -> list[View]:
+    """Each location tap's glimpse centres in order over the input."""
+    views = []
+    for name, rec in records.items():
+        loc = rec.stacked() if len(rec.calls) > 1 else rec.value[:, None]
+        fig = plot_glimpse_path(
+            ctx.xs.cpu(), loc[: ctx.show], align_corners=ctx.align_corners.get(name, False), titles=ctx.titles
+        )
+        views.append(View(f"glimpse path: {name}", "Glimpse centres in order (1 = first).", figure_png(fig)))
+    return views
+
+
+@register_view("filter gains", kinds=("gains",), order=40)
+def _gains_view(ctx: ViewContext, records: dict[str, Any]) -> list[View]:
+    """Mean gain per class and unit of each gains tap."""
+    return [
+        View(
+            f"filter gains: {name}",
+            "Mean gain per class and filter.",
+            figure_png(
+                plot_class_weights(
+                    rec.value.flatten(1), ctx.labels, class_names=ctx.class_names, title=name, ylabel="gain"
+                )
+            ),
+        )
+        for name, rec in records.items()
+    ]
 
 
 def attention_views(
@@ -320,20 +300,18 @@ def attention_views(
 ) -> list[View]:
     """Render every kind of attention ``model`` emits on ``x`` ``(B, C, H, W)``.
 
-    The first ``show`` images get overlays (spatial masks, warp-grid densities, Grad-CAM), the warp
-    grids of spatial transformers and glimpse paths; per-class plots (channel weights, gains) use the whole batch with ``labels``
-    (default: the predicted classes). Grad-CAM is added when the model has no spatial tap, or
-    always with ``with_gradcam=True`` (when it has a ``Conv2d``). The model runs in ``eval()`` mode;
-    its mode is restored afterwards.
+    Runs each view registered with :func:`visattn.viz.views.register_view` whose records the model
+    emits. The first ``show`` images get overlays (spatial masks, warp-grid densities, Grad-CAM),
+    the warp grids of spatial transformers and glimpse paths; per-class plots (channel weights,
+    gains) use the whole batch with ``labels`` (default: the predicted classes). Grad-CAM is added
+    when the model has no spatial tap, or always with ``with_gradcam=True`` (when it has a
+    ``Conv2d``). The model runs in ``eval()`` mode; its mode is restored afterwards.
 
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
     ...                     nn.Flatten(), nn.Linear(4, 3))
     >>> [v.title for v in attention_views(net, torch.rand(4, 1, 12, 12), show=2)]
     ['where it looks']
     """
-    from visattn.viz.localization import _warp_conventions, tap_heatmaps
-    from visattn.viz.recorder import record_attention
-
     check_tensor(x, "x", ndim=4)
     check_positive(show, "show", integer=True)
     was_training = model.training
@@ -344,82 +322,22 @@ def attention_views(
         logits = out["logits"] if isinstance(out, dict) else out
         pred = logits.argmax(1).cpu()
         y = pred if labels is None else labels.long().cpu()
-        xs = x[:show]
-        size = (x.shape[-2], x.shape[-1])
-        names = list(class_names) if class_names is not None else None
-
-        def label(c: int) -> str:
-            return names[c] if names is not None and c < len(names) else str(c)
-
-        titles = [f"{label(int(t))}→{label(int(p))}" for t, p in zip(y[:show], pred[:show])]
-        spatial = {n: r for n, r in recs.items() if r.kind in ("spatial", "warp")}
-        conv = _warp_conventions(model)
-        rows = {n: m[:show] for n, m in tap_heatmaps(spatial, size, align_corners=conv).items()}
-        if (with_gradcam or not spatial) and cam_layer(model) is not None:
-            try:
-                rows["Grad-CAM"] = gradcam(model, xs, targets=y[:show])
-            except ValueError:  # a forward without autograd (dasNet): no Grad-CAM row
-                pass
-            except ImportError:  # the optional ``grad-cam`` package (extra ``viz``) is missing
-                warnings.warn(
-                    "Grad-CAM views need the grad-cam package: pip install 'visattn[viz]'", stacklevel=2
-                )
-        if rows:
-            fig = overlay_grid(xs.cpu(), rows, boxes=None if boxes is None else boxes[:show], titles=titles)
-            views.append(
-                View(
-                    "where it looks",
-                    "Heat maps over the input (true→predicted): "
-                    + ", ".join(rows)
-                    + ". Spatial masks: channel mean upsampled to the input; warps: density of the"
-                    " sampling grid's points on the input.",
-                    figure_png(fig),
-                )
-            )
-        ram = hasattr(getattr(model, "sensor", None), "num_scales")  # a RAM: its own glimpse plot
-        if ram and any(r.kind == "location" for r in recs.values()):
-            from visattn.viz.glimpses import plot_glimpses
-
-            png = _file_png(lambda p: plot_glimpses(model, xs, p, labels=y[:show], max_images=show))
-            views.append(View("glimpses", "Glimpse path and patches, as the model saw them.", png))
-        for name, rec in recs.items():
-            if rec.kind == "location" and not ram:
-                loc = rec.stacked() if len(rec.calls) > 1 else rec.value[:, None]
-                fig = plot_glimpse_path(
-                    xs.cpu(), loc[:show], align_corners=conv.get(name, False), titles=titles
-                )
-                views.append(
-                    View(f"glimpse path: {name}", "Glimpse centres in order (1 = first).", figure_png(fig))
-                )
-            elif rec.kind == "gains":
-                fig = plot_class_weights(
-                    rec.value.flatten(1), y, class_names=names, title=name, ylabel="gain"
-                )
-                views.append(
-                    View(f"filter gains: {name}", "Mean gain per class and filter.", figure_png(fig))
-                )
-        if callable(getattr(model, "forward_passes", None)) and any(r.kind == "gains" for r in recs.values()):
-            from visattn.viz.gains import gain_trajectories, plot_gain_evolution
-
-            gains = gain_trajectories(model, xs)["gains"]
-            png = _file_png(lambda p: plot_gain_evolution(gains, p, images=range(min(4, show))))
-            views.append(View("gain evolution", "dasNet gains of the most-moved filters per pass.", png))
-        from visattn.attention.spatial_transformer import SpatialTransformer
-
-        if any(isinstance(m, SpatialTransformer) for m in model.modules()):
-            from visattn.viz.warps import plot_warps
-
-            png = _file_png(lambda p: plot_warps(model, xs, p, max_images=show))
-            views.append(View("warps", "Input, transformed input, and the sampling grid on the input.", png))
-        if any(r.kind == "channel" for r in recs.values()):
-            from visattn.viz.excitation import plot_excitations
-
-            png = _file_png(
-                lambda p: plot_excitations(
-                    model, (x, y), p, class_names=names, num_classes=len(names) if names else None
-                )
-            )
-            views.append(View("channel weights", "Mean excitation per class, block by block.", png))
+        ctx = ViewContext(
+            model=model,
+            x=x,
+            xs=x[:show],
+            labels=y,
+            pred=pred,
+            titles=[],
+            class_names=list(class_names) if class_names is not None else None,
+            boxes=boxes,
+            show=show,
+            with_gradcam=with_gradcam,
+            align_corners=_warp_conventions(model),
+        )
+        ctx.titles = [f"{_label(ctx, int(t))}→{_label(ctx, int(p))}" for t, p in zip(y[:show], pred[:show])]
+        for spec, records in matching_records(model, recs):
+            views += spec.fn(ctx, records)
     finally:
         model.train(was_training)
     return views

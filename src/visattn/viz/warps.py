@@ -16,6 +16,7 @@ from torch import nn
 
 from visattn._validate import check_positive, check_tensor, check_type
 from visattn.attention.spatial_transformer import SpatialTransformer
+from visattn.viz.views import View, ViewContext, file_png, register_view
 
 __all__ = ["capture_warps", "grid_to_pixels", "plot_warps"]
 
@@ -137,3 +138,10 @@ def plot_warps(
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+@register_view("warps", kinds=("warp",), owner=SpatialTransformer, order=60)
+def _warps_view(ctx: ViewContext, records: dict[str, Any]) -> list[View]:
+    """Spatial transformers: input, transformed input and the sampling grid (STN paper, Fig. 3)."""
+    png = file_png(lambda p: plot_warps(ctx.model, ctx.xs, p, max_images=ctx.show))
+    return [View("warps", "Input, transformed input, and the sampling grid on the input.", png)]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from visattn.train.reinforce import (
+from visattn.learning.reinforce import (
     advantage,
     baseline_loss,
     classification_reward,

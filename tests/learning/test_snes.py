@@ -1,4 +1,4 @@
-"""SNES (visattn.train.snes): utilities, update rule, convergence on test functions, exact resume."""
+"""SNES (visattn.learning.snes): utilities, update rule, convergence on test functions, exact resume."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from visattn.train.snes import SNES, fitness_shaping_utilities, rank_utilities, snes_defaults
+from visattn.learning.snes import SNES, fitness_shaping_utilities, rank_utilities, snes_defaults
 
 
 @pytest.mark.parametrize("p", [2, 5, 6, 17, 64])
