@@ -55,7 +55,7 @@ class _FusedBNBottleneck(nn.Module):
     - otherwise (smaller maps, e.g. all of batch-1 inference, where SE also takes the unfused tail): the
       plain block's ``relu(bn3(c) + shortcut)``.
 
-    Both sides fuse only for NCHW-contiguous maps without autocast (``SqueezeExcite.norm_residual_relu``'s
+    Both sides fuse only for NCHW-contiguous maps without autocast (``visattn.models._se_fused.se_norm_residual_relu``'s
     conditions); the fused training backward is ``once_differentiable`` (no double backward).
     Before 2026-12-06 this reference folded the batch norm only in training, so its batch-8 inference
     column compared SE's folded eval tail with an unfolded plain one (see docs/results/se.md).
@@ -66,8 +66,8 @@ class _FusedBNBottleneck(nn.Module):
         self.block = block
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from visattn.attention import _se_fused
-        from visattn.attention._se_fused import BNResidualReLU, bn_train_stats
+        from visattn.models import _se_fused
+        from visattn.models._se_fused import BNResidualReLU, bn_train_stats
 
         b = self.block
         identity = x if b.downsample is None else b.downsample(x)

@@ -324,7 +324,7 @@ def test_fused_plain_reference_equals_the_plain_block_in_train_and_eval():
     import copy
 
     import visattn
-    from visattn.attention import _se_fused
+    from visattn.models import _se_fused
 
     overhead = _load(BENCH / "bench_se_overhead.py")
     torch.manual_seed(0)
