@@ -25,14 +25,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _kv(items: list[str] | None, option: str) -> dict[str, Any]:
-    import yaml
+    from visattn.train.config import parse_yaml
 
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise ValueError(f"{option} expects key=value, got {item!r}")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else None
+        out[k.strip()] = parse_yaml(v, f"{option} {item!r}, value {v!r}") if v.strip() else None
     return out
 
 
@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int)
     tr.add_argument("--out", help="run folder (checkpoints, config.yaml, metrics)")
     tr.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last.pt")
+    tr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow --out to name a folder that already holds a run (its checkpoints and logs are deleted first)",
+    )
     tr.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="option of the model builder")
     tr.add_argument("--base", help="trained CNN weights for feedback models (sets model_kwargs.base)")
     tr.add_argument(
@@ -155,6 +160,43 @@ def _check_names(model: str | None, data: str | None, retrofit: str | None) -> N
         )
 
 
+RUN_FILES = ("config.yaml", "last.pt", "best.pt", "summary.json", "metrics.jsonl")
+
+
+def _check_out_dir(out: str, model: str, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to train into a folder holding another run unless ``--resume`` or ``--overwrite``;
+    refuse ``--resume`` of a run of another model."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(out)
+    found = [f for f in RUN_FILES if (root / f).is_file()]
+    if not found:
+        return
+    if overwrite and not resume:  # no stale best.pt or metrics of the old run survive beside the new one
+        for f in (*RUN_FILES, "metrics.csv"):
+            (root / f).unlink(missing_ok=True)
+        return
+    saved: dict[str, Any] = {}
+    if (root / "config.yaml").is_file():
+        try:
+            saved = yaml.safe_load((root / "config.yaml").read_text()) or {}
+        except yaml.YAMLError:
+            saved = {}
+    if not resume:
+        what = f" of model {saved['model']!r}" if isinstance(saved, dict) and saved.get("model") else ""
+        raise ValueError(
+            f"--out {out!r} already holds a run{what} ({', '.join(found)}); pass --resume to continue it, "
+            "--overwrite to replace it, or another --out"
+        )
+    if isinstance(saved, dict) and saved.get("model") not in (None, model):
+        raise ValueError(
+            f"--resume: {out!r} holds a run of model {saved['model']!r}, not --model {model!r}; "
+            "pass another --out (or --overwrite to start over there)"
+        )
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     import visattn
     from visattn.data import list_datasets
@@ -180,6 +222,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         return 0
+    _check_out_dir(cfg.out, cfg.model, resume=cfg.resume, overwrite=args.overwrite)
     summary = fit(cfg)
     keys = ("model", "data", "best_val_top1", "test_top1", "test_top5", "params", "train_time_s", "out")
     print(json.dumps({k: summary.get(k) for k in keys}))

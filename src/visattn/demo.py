@@ -63,7 +63,7 @@ DEMO_ENTRIES: tuple[DemoEntry, ...] = (
 )
 
 _BUDGETS: dict[str, dict[str, Any]] = {
-    "tiny": {"epochs": 1, "limit_train": 256, "max_steps_per_epoch": 4, "batch_size": 64},
+    "tiny": {"epochs": 1, "limit_train": 256, "limit_eval": 256, "max_steps_per_epoch": 4, "batch_size": 64},
     "short": {"epochs": 2, "limit_train": 12000, "batch_size": 128, "val_fraction": 0.05},
 }
 # what a heavy entry (about 10x the compute per image) changes under each budget

@@ -100,7 +100,7 @@ def load_dataset(
     then torchvision's download only when ``download=True``. Raises ``FileNotFoundError``
     naming the paths tried, with how to get the data.
     """
-    return _DATASETS.get(name)(data_dir=data_dir, download=download, seed=seed, **options)
+    return _DATASETS.create(name, data_dir=data_dir, download=download, seed=seed, **options)
 
 
 def list_datasets() -> list[str]:

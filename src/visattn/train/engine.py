@@ -54,8 +54,11 @@ def logits_of(output: Any) -> torch.Tensor:
     raise TypeError(f"a model must return logits or a dict with 'logits', got {type(output).__name__}")
 
 
-def build_model(cfg: TrainConfig, *, num_classes: int, in_chans: int) -> nn.Module:
-    """Create ``cfg.model``, load ``cfg.weights`` (weights-only) and apply ``cfg.retrofit``."""
+def build_model(
+    cfg: TrainConfig, *, num_classes: int, in_chans: int, image_size: tuple[int, int] | None = None
+) -> nn.Module:
+    """Create ``cfg.model``, load ``cfg.weights`` (weights-only) and apply ``cfg.retrofit`` (checked to
+    fit the data's ``image_size`` before the model is changed)."""
     from visattn.models import create_model
 
     model = create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **cfg.model_kwargs)
@@ -64,7 +67,10 @@ def build_model(cfg: TrainConfig, *, num_classes: int, in_chans: int) -> nn.Modu
     if cfg.retrofit:
         from visattn import retrofit as _retrofit  # type: ignore[attr-defined]
 
-        _retrofit(model, attention=cfg.retrofit, **cfg.retrofit_kwargs)
+        options = dict(cfg.retrofit_kwargs)
+        if image_size is not None:
+            options.setdefault("input_size", tuple(image_size))
+        _retrofit(model, attention=cfg.retrofit, **options)
     return model
 
 
@@ -204,6 +210,7 @@ class Trainer:
             num_workers=cfg.num_workers,
             distributed=info.distributed,
             limit_train=cfg.limit_train,
+            limit_eval=cfg.limit_eval,
             eval_batch_size=eval_bs,
         )
         self.train_sampler: DistributedSampler = DistributedSampler(
@@ -229,7 +236,12 @@ class Trainer:
 
     def _setup_model(self) -> None:
         cfg, info = self.cfg, self.info
-        model = build_model(cfg, num_classes=self.splits.num_classes, in_chans=self.splits.in_chans)
+        model = build_model(
+            cfg,
+            num_classes=self.splits.num_classes,
+            in_chans=self.splits.in_chans,
+            image_size=self.splits.image_size,
+        )
         check_model_fits(model, cfg.model, self.splits.in_chans, self.splits.image_size)
         if cfg.sync_bn and info.distributed and info.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
