@@ -307,8 +307,14 @@ def _map_shapes(model: nn.Module, points: Sequence[InsertionPoint], x: torch.Ten
         return fn
 
     for i, p in enumerate(points):
-        slot = model.get_submodule(f"{p.parent}.{p.attr}" if p.parent else p.attr)
-        handles.append(slot.register_forward_hook(hook(i, p.mode in ("set", "before"))))
+        parent = model.get_submodule(p.parent)
+        slot = getattr(parent, p.attr, None)
+        use_input = p.mode in ("set", "before")
+        if not isinstance(slot, nn.Module):  # an empty slot (timm's ``se = None``): the map of the last norm
+            slot = getattr(parent, "bn3", None) or getattr(parent, "bn2", None)
+            use_input = False
+        if isinstance(slot, nn.Module):
+            handles.append(slot.register_forward_hook(hook(i, use_input)))
     modes = [m.training for m in model.modules()]
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):

@@ -25,6 +25,7 @@ __all__ = [
     "config_from_dict",
     "parse_yaml",
     "did_you_mean",
+    "config_help",
 ]
 
 
@@ -300,3 +301,47 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         else:
             out[top] = value
     return out
+
+
+def _field_docs() -> dict[str, str]:
+    """``{key: meaning}`` from the ``Attributes:`` section of ``TrainConfig``'s docstring."""
+    doc = TrainConfig.__doc__ or ""
+    section = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
+    out: dict[str, str] = {}
+    key = None
+    for line in section.splitlines():
+        text = line.strip()
+        head, sep, rest = text.partition(": ")
+        if sep and head.isidentifier() and line.startswith(" " * 8) and not line.startswith(" " * 12):
+            key = head
+            out[key] = rest.strip()
+        elif key and text:
+            out[key] += " " + text
+    return out
+
+
+def config_help() -> str:
+    """Every config key with its type, default and meaning (``visattn train --help-config``).
+
+    >>> print(config_help().splitlines()[0])
+    TrainConfig keys (YAML keys, --set KEY=VALUE; a.b=v sets key b of dict field a):
+    """
+    docs = _field_docs()
+    hints = _hints()
+    rows = []
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows.append(
+            (
+                f.name,
+                _type_name(hints[f.name]),
+                yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip(),
+                docs.get(f.name, ""),
+            )
+        )
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    w2 = max(len(r[2]) for r in rows)
+    lines = ["TrainConfig keys (YAML keys, --set KEY=VALUE; a.b=v sets key b of dict field a):"]
+    lines += [f"  {a:<{w0}}  {b:<{w1}}  {c:<{w2}}  {d}" for a, b, c, d in rows]
+    return "\n".join(lines).replace("``", "")

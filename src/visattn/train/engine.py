@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import math
 import time
 from collections.abc import Iterable
@@ -40,9 +41,12 @@ from visattn.train.checkpoint import atomic_save, capture_rng, load_weights, res
 from visattn.train.config import TrainConfig, config_to_dict
 from visattn.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
 from visattn.train.logs import write_history, write_text_atomic
-from visattn.train.schedule import lr_multiplier
+from visattn.train.metrics import topk_correct
+from visattn.train.schedule import build_scheduler, load_scheduler_state
 
 __all__ = ["Trainer", "fit", "evaluate", "build_model", "logits_of", "check_model_fits"]
+
+log = logging.getLogger("visattn.train")
 
 
 def logits_of(output: Any) -> torch.Tensor:
@@ -104,24 +108,28 @@ def evaluate(
     *,
     amp: bool = False,
     channels_last: bool = False,
+    desc: str | None = None,
 ) -> dict[str, float]:
-    """Mean cross-entropy, top-1 and top-5 accuracy (%) over ``loader``, summed over all processes."""
+    """Mean cross-entropy, top-1 and top-5 accuracy (%) over ``loader``, summed over all processes
+    (``desc``: show a progress bar with this label)."""
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
+    if desc is not None:
+        from tqdm import tqdm
+
+        loader = tqdm(loader, desc=desc, unit="batch", mininterval=1.0, leave=False)
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, amp):
             logits = logits_of(model(x)).float()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hit = top.eq(y[:, None])
+        top1, top5 = topk_correct(logits, y, (1, 5))
         sums += torch.stack(
             [
                 F.cross_entropy(logits, y, reduction="sum").double(),
-                hit[:, 0].sum().double(),
-                hit.any(dim=1).sum().double(),
+                top1,
+                top5,
                 torch.tensor(float(y.numel()), dtype=torch.float64, device=device),
             ]
         )
@@ -257,7 +265,7 @@ class Trainer:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer: torch.optim.Optimizer | None = None
-        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         if self.uses_optimizer:
             if not params:
                 raise ValueError(f"model {cfg.model!r} has no trainable parameters")
@@ -271,7 +279,8 @@ class Trainer:
                 )
             else:
                 self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-            mult = lr_multiplier(
+            self.scheduler = build_scheduler(
+                self.optimizer,
                 cfg.schedule,
                 total_steps=cfg.epochs * self.steps_per_epoch,
                 steps_per_epoch=self.steps_per_epoch,
@@ -279,7 +288,6 @@ class Trainer:
                 step_epochs=cfg.step_epochs,
                 gamma=cfg.step_gamma,
             )
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, mult)
         self.extra_losses = getattr(model, "extra_losses", None)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
@@ -334,19 +342,19 @@ class Trainer:
                 stale.unlink(missing_ok=True)
         if not path.is_file():
             if self.info.is_main:
-                print(f"resume: no checkpoint at {path}, starting from scratch")
+                log.warning("resume: no checkpoint at %s, starting from scratch", path)
             return
         ck = safe_load(path, map_location=self.info.device)
         self.model.load_state_dict(ck["model"])
         if self.optimizer is not None and ck["optimizer"] is not None:
             self.optimizer.load_state_dict(ck["optimizer"])
         if self.scheduler is not None and ck["scheduler"] is not None:
-            self.scheduler.load_state_dict(ck["scheduler"])
+            load_scheduler_state(self.scheduler, ck["scheduler"])
         self.start_epoch, self.global_step = ck["epoch"], ck["global_step"]
         self.best_top1, self.history = ck["best_top1"], list(ck["history"])
         restore_rng(ck["rng"])
         if self.info.is_main:
-            print(f"resumed from {path} at epoch {self.start_epoch}")
+            log.info("resumed from %s at epoch %d", path, self.start_epoch)
 
     def _check_finite_state(self) -> None:
         """Raise before saving weights that a finite loss with an inf/NaN gradient poisoned
@@ -474,6 +482,7 @@ class Trainer:
             self.info.device,
             amp=self.cfg.amp,
             channels_last=self.cfg.channels_last,
+            desc="validation" if self.cfg.progress and self.info.is_main else None,
         )
 
     def _select_initial(self) -> bool:
@@ -507,7 +516,7 @@ class Trainer:
             }
             atomic_save(state, self.out / "best.pt")
             if cfg.progress:
-                print(json.dumps({"epoch": 0, "val_top1": round(val["top1"], 4)}))
+                log.info(json.dumps({"epoch": 0, "val_top1": round(val["top1"], 4)}))
 
     def _attention_image_logger(self) -> Any:
         """A fixed batch (the first validation images, else test images) for TensorBoard attention views."""
@@ -565,7 +574,9 @@ class Trainer:
                         if isinstance(v, (int, float)) and k != "epoch":
                             self.tb.add_scalar(k, v, row["epoch"])
                 if self.info.is_main and cfg.progress:
-                    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+                    log.info(
+                        json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+                    )
                 if stop_after is not None and self.start_epoch >= stop_after:
                     return {"history": self.history, "out": str(self.out), "stopped_after": self.start_epoch}
             barrier()
@@ -593,7 +604,12 @@ class Trainer:
             if best.is_file():
                 self.model.load_state_dict(safe_load(best, map_location=self.info.device)["model"])
             test = evaluate(
-                self.model, self.test_loader, self.info.device, amp=cfg.amp, channels_last=cfg.channels_last
+                self.model,
+                self.test_loader,
+                self.info.device,
+                amp=cfg.amp,
+                channels_last=cfg.channels_last,
+                desc="test" if cfg.progress and self.info.is_main else None,
             )
             summary.update({f"test_{k}": v for k, v in test.items()})
         summary["train_time_s"] = sum(h.get("train_time_s", 0.0) for h in self.history)
