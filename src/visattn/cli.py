@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Multi-GPU / multi-machine: torchrun --nproc-per-node N -m visattn train ...",
     )
     p.add_argument("--version", action="version", version=f"visattn {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, help="what to do")
     common = [_verbosity()]
 
     ls = sub.add_parser(
@@ -233,14 +233,17 @@ def _check_names(model: str | None, data: str | None, retrofit: str | None) -> N
     import visattn
     from visattn.data import list_datasets
 
-    if model is not None and model not in visattn.list_models():
-        raise ValueError(f"--model: unknown model {model!r}; valid names: {visattn.list_models()}")
-    if data is not None and data not in list_datasets():
-        raise ValueError(f"--data: unknown dataset {data!r}; valid names: {list_datasets()}")
-    if retrofit is not None and retrofit not in visattn.list_attention():
-        raise ValueError(
-            f"--retrofit: unknown attention {retrofit!r}; valid names: {visattn.list_attention()}"
-        )
+    from visattn.registry import suggest
+
+    for option, kind, value, names in (
+        ("--model", "model", model, visattn.list_models()),
+        ("--data", "dataset", data, list_datasets()),
+        ("--retrofit", "attention", retrofit, visattn.list_attention()),
+    ):
+        if value is not None and value not in names:
+            raise ValueError(
+                f"{option}: unknown {kind} {value!r}{suggest(value, names)}; valid names: {names}"
+            )
 
 
 RUN_FILES = ("config.yaml", "last.pt", "best.pt", "summary.json", "metrics.jsonl")

@@ -73,7 +73,9 @@ def safe_load(path: str | Path, *, map_location: str | torch.device = "cpu") -> 
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError on torn files, ...
-        raise ValueError(f"could not load {str(p)!r} as a weights-only checkpoint: {_what_is_wrong(p, e)}") from e
+        raise ValueError(
+            f"could not load {str(p)!r} as a weights-only checkpoint: {_what_is_wrong(p, e)}"
+        ) from e
 
 
 def _what_is_wrong(p: Path, err: Exception) -> str:

@@ -57,8 +57,10 @@ def parse_yaml(text: str, source: str) -> Any:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        context = getattr(e, "context", None)
+        context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
         extra = f" ({context})" if context else ""
+        if context and cmark is not None and mark is not None and cmark.line != mark.line:
+            extra = f" ({context} opened at line {cmark.line + 1}, column {cmark.column + 1})"
         raise ValueError(f"{source}{where}: invalid YAML: {problem}{extra}") from None
 
 

@@ -346,10 +346,10 @@ class Trainer:
             return
         ck = safe_load(path, map_location=self.info.device)
         self.model.load_state_dict(ck["model"])
+        if self.scheduler is not None and ck["scheduler"] is not None:  # first: a legacy state is replayed
+            load_scheduler_state(self.scheduler, ck["scheduler"])
         if self.optimizer is not None and ck["optimizer"] is not None:
             self.optimizer.load_state_dict(ck["optimizer"])
-        if self.scheduler is not None and ck["scheduler"] is not None:
-            load_scheduler_state(self.scheduler, ck["scheduler"])
         self.start_epoch, self.global_step = ck["epoch"], ck["global_step"]
         self.best_top1, self.history = ck["best_top1"], list(ck["history"])
         restore_rng(ck["rng"])

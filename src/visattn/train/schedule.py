@@ -105,10 +105,15 @@ def build_scheduler(
 
 
 def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict[str, Any]) -> None:
-    """Restore ``scheduler`` from a checkpoint; a state saved by the former ``LambdaLR`` schedule
-    (checkpoints before this version) is replayed by stepping ``last_epoch`` times."""
+    """Restore a freshly built ``scheduler`` from a checkpoint; a state saved by the former ``LambdaLR``
+    schedule (checkpoints before this version) is replayed by stepping ``last_epoch`` times. Call it
+    before the optimiser's ``load_state_dict``, which then restores the saved rates."""
     if "lr_lambdas" in state and not hasattr(scheduler, "lr_lambdas"):
-        for _ in range(int(state["last_epoch"])):
-            scheduler.step()
+        import warnings
+
+        with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": intended here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(int(state["last_epoch"])):
+                scheduler.step()
         return
     scheduler.load_state_dict(state)
