@@ -53,7 +53,7 @@ def _png_folder(root: Path, n: int = 6, side: int = 24) -> list[Path]:
     rng = np.random.default_rng(0)
     files = []
     for split, count in (("train", n), ("test", 2)):
-        for k, cls in enumerate(("a", "b")):
+        for cls in ("a", "b"):
             (root / split / cls).mkdir(parents=True)
             for i in range(count):
                 arr = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)  # noise: PNG cannot shrink it

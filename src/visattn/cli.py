@@ -54,7 +54,7 @@ class _HelpConfig(argparse.Action):
         parser.exit(0)
 
 
-def _verbosity() -> argparse.ArgumentParser:
+def _verbosity() -> Any:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_mutually_exclusive_group()
     group.add_argument(
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"visattn {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, help="what to do")
-    common = [_verbosity()]
+    common: Any = [_verbosity()]
 
     ls = sub.add_parser(
         "list",
@@ -232,7 +232,6 @@ def _train_config(args: argparse.Namespace):
 def _check_names(model: str | None, data: str | None, retrofit: str | None) -> None:
     import visattn
     from visattn.data import list_datasets
-
     from visattn.registry import suggest
 
     for option, kind, value, names in (

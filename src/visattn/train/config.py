@@ -332,7 +332,7 @@ def config_help() -> str:
     hints = _hints()
     rows = []
     for f in dataclasses.fields(TrainConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
         rows.append(
             (
                 f.name,
