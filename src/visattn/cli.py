@@ -295,7 +295,10 @@ def _model_rows(names: list[str]) -> list[tuple[str, str, str, str]]:
             with torch.device("meta"):
                 model = visattn.create_model(name)
         except (TypeError, ValueError) as e:  # a builder with a required option (dasnet's base)
-            rows.append((name, "-", "-", f"needs options: {str(e).splitlines()[0][:60]}"))
+            import re
+
+            need = re.findall(r"argument: '(\w+)'", str(e))
+            rows.append((name, "-", "-", f"(needs {need[0]}=...)" if need else "(needs options)"))
             continue
         spec = getattr(model, "input_spec", None)
         if spec is None:
@@ -321,11 +324,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 f"list: expected models, attention, datasets or all before {pattern!r}, got {what!r}"
             )
         what, pattern = "all", what
-    from fnmatch import fnmatchcase
-
-    def match(names: list[str]) -> list[str]:
-        return [n for n in names if pattern is None or fnmatchcase(n, pattern)]
-
     found = 0
     if what in ("models", "all"):
         rows = _model_rows(visattn.list_models(pattern))
@@ -335,9 +333,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             w = max(len(r[0]) for r in rows)
             for r in rows:
                 print(f"  {r[0]:<{w}}  {r[1]:>9}  {r[2]:>3}  {r[3]:>8}")
-    for name, items in (("attention", visattn.list_attention()), ("datasets", list_datasets())):
+    for name, items in (("attention", visattn.list_attention(pattern)), ("datasets", list_datasets(pattern))):
         if what in (name, "all"):
-            items = match(items)
             found += len(items)
             if items:
                 print(f"{name}: {', '.join(items)}")

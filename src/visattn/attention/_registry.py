@@ -38,6 +38,6 @@ def get_attention_class(name: str) -> Any:
     return _ATTENTION.get(name)
 
 
-def list_attention() -> list[str]:
-    """Names of all registered attention modules, sorted."""
-    return _ATTENTION.names()
+def list_attention(filter: str | None = None) -> list[str]:
+    """Names of all registered attention modules, sorted; ``filter`` is a glob (``"se*"``)."""
+    return _ATTENTION.names(filter)

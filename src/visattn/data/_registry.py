@@ -103,6 +103,6 @@ def load_dataset(
     return _DATASETS.create(name, data_dir=data_dir, download=download, seed=seed, **options)
 
 
-def list_datasets() -> list[str]:
-    """Names of all registered datasets, sorted."""
-    return _DATASETS.names()
+def list_datasets(filter: str | None = None) -> list[str]:
+    """Names of all registered datasets, sorted; ``filter`` is a glob (``"*mnist*"``)."""
+    return _DATASETS.names(filter)
