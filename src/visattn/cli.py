@@ -251,10 +251,14 @@ RUN_FILES = ("config.yaml", "last.pt", "best.pt", "summary.json", "metrics.jsonl
 def _check_out_dir(out: str, model: str, *, resume: bool, overwrite: bool) -> None:
     """Refuse to train into a folder holding another run unless ``--resume`` or ``--overwrite``;
     refuse ``--resume`` of a run of another model."""
+    import os
     from pathlib import Path
 
     import yaml
 
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0:
+        return  # torchrun restarted the workers: the files are this run's own (every rank checks
+        # before the process group forms, so no rank can have written before another checked)
     root = Path(out)
     found = [f for f in RUN_FILES if (root / f).is_file()]
     if not found:
