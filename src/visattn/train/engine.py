@@ -419,7 +419,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         terms["loss"] = loss.detach()
-        terms["correct"] = (logits.detach().argmax(1) == y).sum().float()
+        terms["correct"] = topk_correct(logits.detach(), y, (1,))[0].float()
         return terms
 
     def train_epoch(self, batches: Iterable | None = None) -> dict[str, float]:
