@@ -173,6 +173,13 @@ def test_out_of_an_existing_run_is_refused_without_resume(tmp_path, fmnist_small
     assert safe_load(out / "best.pt")["config"]["model"] == "st_cnn_mnist"
 
 
+def test_out_check_lets_torchrun_restarts_through(tmp_path, fmnist_small, monkeypatch):
+    out = tmp_path / "run"
+    assert main(_train(fmnist_small, out)) == 0
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # workers restarted: the files are their own
+    assert main(_train(fmnist_small, out)) == 0
+
+
 # ------------------------------------------------------------------ 8: retrofit checks before mutating
 
 
