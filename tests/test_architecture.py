@@ -15,13 +15,14 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "visattn"
 
-BASE = {"_validate", "registry", "_dist", "_deprecated"}
+BASE = {"_validate", "registry", "_dist", "_deprecated", "_files"}
 APPS = {"cli", "demo", "report", "callbacks", "__main__", "__init__"}
 ALLOWED: dict[str, set[str]] = {
     "_validate": set(),
     "registry": set(),
     "_dist": set(),
     "_deprecated": set(),
+    "_files": set(),
     "functional": BASE,
     "checkpoint": BASE,
     "learning": BASE,

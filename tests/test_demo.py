@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,8 @@ def test_tiny_demo_trains_every_entry_and_writes_the_report(tmp_path, fmnist_sma
     assert [r["label"] for r in rows] == [e.label for e in DEMO_ENTRIES]
     for r in rows:
         assert 0.0 <= r["test_top1"] <= 100.0 and r["params"] > 0, r
+        summary = json.loads((Path(r["out"]) / "summary.json").read_text())
+        assert summary["test_n"] == 256, r  # limit_eval: 256 of the 300 test images
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert [r["model"] for r in saved] == [e.model for e in DEMO_ENTRIES]
     table = (tmp_path / "demo" / "results.md").read_text()

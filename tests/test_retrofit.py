@@ -226,12 +226,24 @@ class _ScaleGate(nn.Module):
         return (1 + self.m) * x
 
 
-for _name, _cls in (("_test_no_identity", _NoIdentity), ("_test_scale_gate", _ScaleGate)):
-    if _name not in list_attention():
-        register_attention(_name)(_cls)
+@pytest.fixture
+def test_attention_types():
+    """Register the two test-only attention types for one test, then remove them again (left registered,
+    they would leak into the tests that run over every registered attention type)."""
+    from visattn.attention._registry import _ATTENTION
+
+    names = ("_test_no_identity", "_test_scale_gate")
+    for name, cls in zip(names, (_NoIdentity, _ScaleGate)):
+        register_attention(name)(cls)
+    try:
+        yield names
+    finally:
+        for name in names:
+            _ATTENTION._entries.pop(name, None)
+    assert not set(names) & set(list_attention())
 
 
-def test_any_registered_identity_capable_attention_works():
+def test_any_registered_identity_capable_attention_works(test_attention_types):
     torch.manual_seed(0)
     model = _randomise_bn(timm.create_model("resnet18", num_classes=10)).eval()
     original = copy.deepcopy(model)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from visattn._files import temp_beside
 
 __all__ = [
     "atomic_save",
@@ -42,7 +43,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` ``obj`` to ``path`` atomically (temp file + fsync + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -80,8 +81,27 @@ def safe_load(path: str | Path, *, map_location: str | torch.device = "cpu") -> 
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError on torn files, ...
         raise ValueError(
-            f"could not load {str(p)!r} as a weights-only checkpoint (refused or corrupt): {e}"
+            f"could not load {str(p)!r} as a weights-only checkpoint: {_what_is_wrong(p, e)}"
         ) from e
+
+
+def _what_is_wrong(p: Path, err: Exception) -> str:
+    """What is wrong with a ``.pt`` file ``torch.load`` failed on, in words (torch's own message can be
+    a bare number, e.g. ``101`` for a file that is not a pickle at all)."""
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(8)
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if head.startswith(b"PK\x03\x04"):
+        return f"a torch.save zip archive of {size} bytes that is truncated or damaged ({first})"
+    if head[:1] == b"\x80":
+        return f"a pickle of {size} bytes that the weights-only loader refused (it may run code): {first}"
+    return (
+        f"not a PyTorch checkpoint: its {size} bytes start with {head!r}, not a zip archive (torch.save) "
+        f"or a pickle ({type(err).__name__}: {first or 'no message'})"
+    )
 
 
 def extract_state_dict(obj: Any, *, source: str = "<weights>") -> dict[str, torch.Tensor]:
@@ -157,7 +177,7 @@ def export_safetensors(
     sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     os.close(fd)
     try:
         header = None if metadata is None else {METADATA_KEY: json.dumps(metadata, sort_keys=True)}

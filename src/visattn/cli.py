@@ -1,9 +1,12 @@
 """The ``visattn`` command: ``list``, ``train``, ``eval``, ``export``, ``demo``, ``report``.
 
 A thin layer over typed configs (``visattn.train.TrainConfig``): every option maps to a config
-field, ``--config FILE.yaml`` loads a file and ``--set key=value`` overrides any field. Bad input
-(an unknown model, dataset or config key, a value of the wrong type, a missing path) exits with
-status 2 and a message naming the argument and what it got, before any work starts.
+field, ``--config FILE.yaml`` loads a file and ``--set key=value`` overrides any field
+(``visattn train --help-config`` lists them all). Bad input (an unknown model, dataset or config
+key, a misspelt option, a value of the wrong type, a YAML syntax error, a missing path, an
+``--out`` folder that holds another run) exits with status 2 and one line naming the argument and
+what it got, before any work starts. Library code logs through ``logging`` (logger ``visattn``);
+the command sends it to stderr, ``--quiet`` keeps warnings only, ``--verbose`` adds debug lines.
 
 Several GPUs or machines: ``torchrun --nproc-per-node 4 -m visattn train ...`` (same options).
 """
@@ -12,49 +15,117 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
 
 __all__ = ["main", "build_parser"]
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` where there is a default worth showing (not ``None`` or a bare flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _HelpConfig(argparse.Action):
+    """``--help-config``: print every TrainConfig key with its type, default and meaning, then exit."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from visattn.train.config import config_help
+
+        print(config_help())
+        parser.exit(0)
+
+
+def _verbosity() -> Any:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="log warnings and errors only; no progress bars"
+    )
+    group.add_argument("-v", "--verbose", action="store_true", help="also log debug messages")
+    return common
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    """Route the ``visattn`` loggers to stderr (one handler, replaced on every call)."""
+    logger = logging.getLogger("visattn")
+    for h in [h for h in logger.handlers if getattr(h, "_visattn_cli", False)]:
+        logger.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._visattn_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
 def _kv(items: list[str] | None, option: str) -> dict[str, Any]:
-    import yaml
+    from visattn.train.config import parse_yaml
 
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise ValueError(f"{option} expects key=value, got {item!r}")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else None
+        out[k.strip()] = parse_yaml(v, f"{option} {item!r}, value {v!r}") if v.strip() else None
     return out
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``visattn`` command."""
+    from visattn import __version__
+
     p = _Parser(
         prog="visattn",
         description="Attention mechanisms for image classification.",
         epilog="Multi-GPU / multi-machine: torchrun --nproc-per-node N -m visattn train ...",
     )
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p.add_argument("--version", action="version", version=f"visattn {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, help="what to do")
+    common: Any = [_verbosity()]
 
-    ls = sub.add_parser("list", help="list registered models, attention types, sensors and datasets")
-    ls.add_argument(
-        "what", nargs="?", choices=["models", "attention", "sensors", "datasets", "all"], default="all"
+    ls = sub.add_parser(
+        "list",
+        parents=common,
+        help="list registered models (input, channels, parameters), attention types, sensors and datasets",
+        description="List what is registered. `visattn list 'se_*'` filters every group by a glob; "
+        "`visattn list models 'resnet*'` one group.",
     )
+    ls.add_argument(
+        "what",
+        nargs="?",
+        default="all",
+        help="models, attention, sensors, datasets or all; anything else is taken as the PATTERN",
+    )
+    ls.add_argument("pattern", nargs="?", help="glob on the names, e.g. 'se_*'")
 
     tr = sub.add_parser(
         "train",
+        parents=common,
         help="train a model (single process or under torchrun)",
         description="Train a model. Options map to TrainConfig fields; "
-        "--set key=value overrides any field (e.g. --set lr=0.05).",
+        "--set key=value overrides any field (e.g. --set lr=0.05); --help-config lists them.",
+    )
+    tr.add_argument(
+        "--help-config", action=_HelpConfig, help="list every config key, its type and default; exit"
     )
     tr.add_argument("--config", help="YAML file of TrainConfig fields")
     tr.add_argument("--model", help="registered model name (see `visattn list models`)")
@@ -63,12 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--download", action="store_true", default=None, help="allow torchvision to download")
     tr.add_argument("--weights", help="initial weights (.pt loaded weights_only, or .safetensors)")
     tr.add_argument("--retrofit", help="insert this attention type into the model (identity init)")
-    tr.add_argument("--epochs", type=int)
-    tr.add_argument("--batch-size", type=int, help="global batch size (split over torchrun processes)")
-    tr.add_argument("--lr", type=float)
-    tr.add_argument("--seed", type=int)
+    tr.add_argument("--epochs", type=int, help="training epochs (config default 10)")
+    tr.add_argument(
+        "--batch-size", type=int, help="global batch size (split over torchrun processes; default 128)"
+    )
+    tr.add_argument("--lr", type=float, help="base learning rate (config default 0.1)")
+    tr.add_argument("--seed", type=int, help="seed of weights, validation split and data order (default 0)")
     tr.add_argument("--out", help="run folder (checkpoints, config.yaml, metrics)")
     tr.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last.pt")
+    tr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow --out to name a folder that already holds a run (its checkpoints and logs are deleted first)",
+    )
     tr.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="option of the model builder")
     tr.add_argument("--base", help="trained CNN weights for feedback models (sets model_kwargs.base)")
     tr.add_argument(
@@ -82,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "eval",
+        parents=common,
         help="evaluate weights on a dataset's test (or validation) split",
         description="Evaluate a run folder, a checkpoint or an exported .safetensors file. The model and "
         "data are rebuilt from the config saved with the weights (visattn.train.load_run); options override it.",
@@ -89,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", help="model name (default: the one in the checkpoint's config)")
     ev.add_argument("--weights", required=True, help="run folder, checkpoint or .safetensors weights file")
     ev.add_argument("--data", help="dataset name (default: the checkpoint's)")
-    ev.add_argument("--data-dir")
-    ev.add_argument("--split", choices=["test", "val"], default="test")
+    ev.add_argument("--data-dir", help="dataset path (default: the checkpoint's, for the same dataset)")
+    ev.add_argument("--split", choices=["test", "val"], default="test", help="which split to score")
     ev.add_argument("--retrofit", help="attention type inserted before the weights were trained")
     ev.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="option of the model builder")
     ev.add_argument(
@@ -105,21 +184,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
 
-    ex = sub.add_parser("export", help="write a checkpoint's model weights as a .safetensors file")
+    ex = sub.add_parser(
+        "export", parents=common, help="write a checkpoint's model weights as a .safetensors file"
+    )
     ex.add_argument("--weights", required=True, help="checkpoint or weights file (loaded weights-only)")
     ex.add_argument("--out", required=True, help="output path, ending in .safetensors")
 
-    de = sub.add_parser("demo", help="the main job: train a baseline and each attention model, compare")
-    de.add_argument("--out", default="runs/demo")
+    de = sub.add_parser(
+        "demo", parents=common, help="the main job: train a baseline and each attention model, compare"
+    )
+    de.add_argument("--out", default="runs/demo", help="folder of the runs, results.md and report.html")
     de.add_argument("--data-dir", help="Fashion-MNIST folder (default: Debian's package folder)")
     de.add_argument(
         "--budget",
         choices=["tiny", "short"],
         default="short",
-        help="tiny: seconds (smoke test); short: about 6 minutes on 2 idle CPU cores",
+        help="tiny: a smoke test (under 3 minutes on 2 idle CPU cores); short: about 6 minutes there",
     )
 
-    rp = sub.add_parser("report", help="one self-contained HTML page comparing run folders")
+    rp = sub.add_parser("report", parents=common, help="one self-contained HTML page comparing run folders")
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by `visattn train`")
     rp.add_argument("--out", default="report.html", help="the HTML file to write")
     rp.add_argument("--data-dir", help="dataset folder overriding the runs' own data_dir")
@@ -152,6 +235,8 @@ def _train_config(args: argparse.Namespace):
         model_kwargs["base"] = args.base
     if model_kwargs:
         data["model_kwargs"] = model_kwargs
+    if args.quiet:
+        data["progress"] = False
     data = apply_overrides(data, args.overrides or [])
     cfg = config_from_dict(data)
     _check_names(cfg.model, cfg.data, cfg.retrofit)
@@ -161,15 +246,88 @@ def _train_config(args: argparse.Namespace):
 def _check_names(model: str | None, data: str | None, retrofit: str | None) -> None:
     import visattn
     from visattn.data import list_datasets
+    from visattn.registry import suggest
 
-    if model is not None and model not in visattn.list_models():
-        raise ValueError(f"--model: unknown model {model!r}; valid names: {visattn.list_models()}")
-    if data is not None and data not in list_datasets():
-        raise ValueError(f"--data: unknown dataset {data!r}; valid names: {list_datasets()}")
-    if retrofit is not None and retrofit not in visattn.list_attention():
+    for option, kind, value, names in (
+        ("--model", "model", model, visattn.list_models()),
+        ("--data", "dataset", data, list_datasets()),
+        ("--retrofit", "attention", retrofit, visattn.list_attention()),
+    ):
+        if value is not None and value not in names:
+            raise ValueError(
+                f"{option}: unknown {kind} {value!r}{suggest(value, names)}; valid names: {names}"
+            )
+
+
+RUN_FILES = ("config.yaml", "last.pt", "best.pt", "summary.json", "metrics.jsonl")
+
+
+def _check_out_dir(out: str, model: str, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to train into a folder holding another run unless ``--resume`` or ``--overwrite``;
+    refuse ``--resume`` of a run of another model."""
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0:
+        return  # torchrun restarted the workers: the files are this run's own (every rank checks
+        # before the process group forms, so no rank can have written before another checked)
+    root = Path(out)
+    found = [f for f in RUN_FILES if (root / f).is_file()]
+    if not found:
+        return
+    if overwrite and not resume:  # no stale best.pt or metrics of the old run survive beside the new one
+        for f in (*RUN_FILES, "metrics.csv"):
+            (root / f).unlink(missing_ok=True)
+        return
+    saved: dict[str, Any] = {}
+    if (root / "config.yaml").is_file():
+        try:
+            saved = yaml.safe_load((root / "config.yaml").read_text()) or {}
+        except yaml.YAMLError:
+            saved = {}
+    if not resume:
+        what = f" of model {saved['model']!r}" if isinstance(saved, dict) and saved.get("model") else ""
         raise ValueError(
-            f"--retrofit: unknown attention {retrofit!r}; valid names: {visattn.list_attention()}"
+            f"--out {out!r} already holds a run{what} ({', '.join(found)}); pass --resume to continue it, "
+            "--overwrite to replace it, or another --out"
         )
+    if isinstance(saved, dict) and saved.get("model") not in (None, model):
+        raise ValueError(
+            f"--resume: {out!r} holds a run of model {saved['model']!r}, not --model {model!r}; "
+            "pass another --out (or --overwrite to start over there)"
+        )
+
+
+def _model_rows(names: list[str]) -> list[tuple[str, str, str, str]]:
+    """``(name, input, channels, parameters)`` of each model, built with its defaults on the meta
+    device (no memory, no time)."""
+    import torch
+
+    import visattn
+
+    rows = []
+    for name in names:
+        try:
+            with torch.device("meta"):
+                model = visattn.create_model(name)
+        except (TypeError, ValueError) as e:  # a builder with a required option (dasnet's base)
+            import re
+
+            need = re.findall(r"argument: '(\w+)'", str(e))
+            rows.append((name, "-", "-", f"(needs {need[0]}=...)" if need else "(needs options)"))
+            continue
+        spec = getattr(model, "input_spec", None)
+        if spec is None:
+            size, chans = "?", "?"
+        elif spec.size is not None:
+            size, chans = f"{spec.size[0]}x{spec.size[1]}", str(spec.in_chans)
+        else:
+            size, chans = f">={spec.min_size[0]}x{spec.min_size[1]}", str(spec.in_chans)
+        params = sum(p.numel() for p in model.parameters())
+        rows.append((name, size, chans, f"{params / 1e6:.2f}M"))
+    return rows
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -177,15 +335,35 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from visattn.attention import list_sensors
     from visattn.data import list_datasets
 
-    groups = {
-        "models": visattn.list_models(),
-        "attention": visattn.list_attention(),  # drop-in modules: attn_layer, --retrofit
-        "sensors": list_sensors(),  # modules with their own forward (RAM's glimpse sensor)
-        "datasets": list_datasets(),
-    }
-    for name, items in groups.items():
-        if args.what in (name, "all"):
-            print(f"{name}: {', '.join(items)}")
+    groups = ("models", "attention", "sensors", "datasets")
+    what, pattern = args.what, args.pattern
+    if what not in (*groups, "all"):
+        if pattern is not None:
+            raise ValueError(
+                f"list: expected models, attention, sensors, datasets or all before {pattern!r}, got {what!r}"
+            )
+        what, pattern = "all", what
+    found = 0
+    if what in ("models", "all"):
+        rows = _model_rows(visattn.list_models(pattern))
+        found += len(rows)
+        if rows:
+            print("models (input size HxW, channels, parameters with default options):")
+            w = max(len(r[0]) for r in rows)
+            for r in rows:
+                print(f"  {r[0]:<{w}}  {r[1]:>9}  {r[2]:>3}  {r[3]:>8}")
+    other = (
+        ("attention", visattn.list_attention(pattern)),  # drop-in modules: attn_layer, --retrofit
+        ("sensors", list_sensors(pattern)),  # modules with their own forward (RAM's glimpse sensor)
+        ("datasets", list_datasets(pattern)),
+    )
+    for name, items in other:
+        if what in (name, "all"):
+            found += len(items)
+            if items:
+                print(f"{name}: {', '.join(items)}")
+    if not found:
+        raise ValueError(f"nothing matches {pattern!r}")
     return 0
 
 
@@ -200,6 +378,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         return 0
+    _check_out_dir(cfg.out, cfg.model, resume=cfg.resume, overwrite=args.overwrite)
     summary = fit(cfg, callbacks=default_callbacks(cfg))
     keys = ("model", "data", "best_val_top1", "test_top1", "test_top5", "params", "train_time_s", "out")
     print(json.dumps({k: summary.get(k) for k in keys}))
@@ -223,7 +402,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     loader = run.loader(args.split, batch_size=args.batch_size)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = run.model.to(device)
-    res = evaluate(net, loader, device)
+    res = evaluate(net, loader, device, desc=None if args.quiet else f"eval {args.split}")
     out = {"model": run.config.model, "data": run.config.data, "split": args.split, **res}
     base = getattr(net, "base", None)
     if isinstance(base, torch.nn.Module):  # a feedback model (dasNet): its frozen base on the same images
@@ -278,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``visattn`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _setup_logging(args.quiet, args.verbose)
     handlers = {
         "list": _cmd_list,
         "train": _cmd_train,

@@ -70,6 +70,7 @@ __all__ = [
     "InsertedAttention",
     "InsertionPoint",
     "Retrofit",
+    "check_fit",
     "find_insertion_points",
     "freeze_except_inserted",
     "inserted_names",
@@ -269,21 +270,137 @@ def find_insertion_points(
     return points
 
 
+def _probe_size(model: nn.Module, input_size: int | tuple[int, int] | None) -> tuple[int, int, int] | None:
+    """``(C, H, W)`` of the probe image, or ``None`` when there is no size to check at."""
+    spec = getattr(model, "input_spec", None)
+    if input_size is not None:
+        hw = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        if len(hw) != 2 or not all(isinstance(v, int) and v > 0 for v in hw):
+            raise ValueError(f"input_size must be a positive int or (H, W), got {input_size!r}")
+    elif spec is not None and spec.size is not None:
+        hw = tuple(spec.size)
+    elif spec is None:
+        hw = (224, 224)
+    else:
+        return None
+    if spec is not None:
+        chans = spec.in_chans
+    else:
+        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        if conv is None:
+            return None
+        chans = conv.in_channels
+    return chans, hw[0], hw[1]
+
+
+def _map_shapes(model: nn.Module, points: Sequence[InsertionPoint], x: torch.Tensor) -> list[Any] | None:
+    """The feature-map shape at each insertion point in a forward pass on ``x`` (``None``: it failed)."""
+    shapes: list[Any] = [None] * len(points)
+    handles = []
+
+    def hook(i: int, use_input: bool):
+        def fn(module: nn.Module, args: Any, output: Any) -> None:
+            t = args[0] if use_input else output
+            if isinstance(t, torch.Tensor) and shapes[i] is None:
+                shapes[i] = tuple(t.shape)
+
+        return fn
+
+    for i, p in enumerate(points):
+        parent = model.get_submodule(p.parent)
+        slot = getattr(parent, p.attr, None)
+        use_input = p.mode in ("set", "before")
+        if not isinstance(slot, nn.Module):  # an empty slot (timm's ``se = None``): the map of the last norm
+            slot = getattr(parent, "bn3", None) or getattr(parent, "bn2", None)
+            use_input = False
+        if isinstance(slot, nn.Module):
+            handles.append(slot.register_forward_hook(hook(i, use_input)))
+    modes = [m.training for m in model.modules()]
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model.eval()(x)
+    except Exception:  # the unmodified model cannot run at this size: nothing to check against
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in zip(model.modules(), modes):
+            m.training = training
+    return shapes
+
+
+def check_fit(
+    model: nn.Module,
+    points: Sequence[InsertionPoint],
+    modules: Sequence[nn.Module],
+    attention: str = "attention",
+    input_size: int | tuple[int, int] | None = None,
+) -> None:
+    """Raise ``ValueError`` unless each of ``modules`` runs on the feature map at its insertion point.
+
+    The maps come from one forward pass of ``model`` on zeros at ``input_size`` (see
+    ``retrofit_model``); the message lists the points that fit and, for each that does not, its map
+    size and the module's own error (which names its minimum size). Nothing is changed.
+    """
+    probe = _probe_size(model, input_size)
+    if probe is None or not points:
+        return
+    ref = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
+    kw: dict[str, Any] = {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
+    shapes = _map_shapes(model, points, torch.zeros(1, *probe, **kw))
+    if shapes is None:
+        return
+    fit, misfit, why = [], [], ""
+    for p, m, shape in zip(points, modules, shapes):
+        slot = f"{p.parent}.{p.attr}" if p.parent else p.attr
+        if shape is None:
+            fit.append(slot)  # not reached at this input size; nothing to check
+            continue
+        training = m.training
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                out = m.eval()(torch.zeros(shape, **kw))
+            if isinstance(out, torch.Tensor) and tuple(out.shape) != shape:
+                raise ValueError(f"returned shape {tuple(out.shape)}, not {shape}")
+            fit.append(f"{slot} ({shape[-2]}x{shape[-1]})")
+        except Exception as e:  # the module's own error says why (e.g. its minimum size)
+            why = why or (str(e).strip().splitlines() or [type(e).__name__])[0]
+            misfit.append(f"{slot} ({shape[1]} channels, {shape[-2]}x{shape[-1]})")
+        finally:
+            m.train(training)
+    if misfit:
+        raise ValueError(
+            f"attention {attention!r} does not fit {len(misfit)} of {len(points)} insertion points of "
+            f"{type(model).__name__} at a {probe[1]}x{probe[2]} input, so the model was not changed. "
+            f"Too small: {', '.join(misfit)} (first error: {why}). Fits: {', '.join(fit) or 'none'}. "
+            "Pass targets=[...] naming points that fit, or input_size= if the model takes larger images."
+        )
+
+
 def retrofit_model(
     model: nn.Module,
     attention: str = "se",
     *,
     targets: Sequence[str] | str | None = None,
     identity_init: bool = True,
+    input_size: int | tuple[int, int] | None = None,
     **attention_kwargs: Any,
 ) -> nn.Module:
     """Insert ``attention`` into ``model`` in place and return ``model`` (see the module docstring).
+
+    Before the model is changed, one forward pass on zeros records the feature-map size at every
+    insertion point and each new module is run on a map of that size (``check_fit``): if one does
+    not fit (e.g. residual attention on a 7x7 map), ``ValueError`` names the points that fit and
+    those that do not, and the model is left as it was.
 
     Args:
         model: any ``nn.Module``; without ``targets`` it must contain known residual blocks.
         attention: a registered attention name (``visattn.list_attention()``).
         targets: qualified module names to put attention after, e.g. ``["layer1.0.bn2"]``.
         identity_init: start every inserted module as the identity (needs ``supports_identity_init``).
+        input_size: image size ``(H, W)`` (or ``H``) the fit check uses; default the model's
+            ``input_spec.size``, else 224 for networks without an ``input_spec`` (torchvision, timm);
+            a visattn model that takes any size is checked only when this is given.
         **attention_kwargs: options for the attention class (e.g. ``reduction=8``).
 
     Returns:
@@ -305,14 +422,19 @@ def retrofit_model(
         )
     points = find_insertion_points(model, targets)
     options = dict(attention_kwargs, identity_init=True) if identity_init else dict(attention_kwargs)
+    built: list[nn.Module] = []  # every module is built and checked before the model is touched
     for point in points:
         parent = model.get_submodule(point.parent)
-        old = getattr(parent, point.attr)
         attn = create_attention(attention, point.channels, **options)
         ref = next((t for t in (*parent.parameters(), *parent.buffers()) if t.is_floating_point()), None)
         if ref is not None:
             attn = attn.to(device=ref.device, dtype=ref.dtype)
         attn.train(parent.training)
+        built.append(attn)
+    check_fit(model, points, built, attention, input_size)
+    for point, attn in zip(points, built):
+        parent = model.get_submodule(point.parent)
+        old = getattr(parent, point.attr)
         new = attn if point.mode == "set" else InsertedAttention(old, attn, where=point.mode)
         setattr(parent, point.attr, new)
     record = list(getattr(model, INSERTED_ATTR, []))

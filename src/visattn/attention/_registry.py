@@ -70,9 +70,10 @@ def get_attention_class(name: str) -> Any:
     return _ATTENTION.get(name)
 
 
-def list_attention() -> list[str]:
-    """Names of the drop-in attention modules (``Module(channels, ...)``, ``forward(x)``), sorted."""
-    return _ATTENTION.names()
+def list_attention(filter: str | None = None) -> list[str]:
+    """Names of the drop-in attention modules (``Module(channels, ...)``, ``forward(x)``), sorted;
+    ``filter`` is a glob (``"se*"``)."""
+    return _ATTENTION.names(filter)
 
 
 def check_drop_in(name: str, argument: str) -> str:
@@ -112,6 +113,6 @@ def get_sensor_class(name: str) -> Any:
     return _SENSORS.get(name)
 
 
-def list_sensors() -> list[str]:
-    """Names of all registered sensors, sorted."""
-    return _SENSORS.names()
+def list_sensors(filter: str | None = None) -> list[str]:
+    """Names of all registered sensors, sorted; ``filter`` is a glob."""
+    return _SENSORS.names(filter)

@@ -100,9 +100,9 @@ def load_dataset(
     then torchvision's download only when ``download=True``. Raises ``FileNotFoundError``
     naming the paths tried, with how to get the data.
     """
-    return _DATASETS.get(name)(data_dir=data_dir, download=download, seed=seed, **options)
+    return _DATASETS.create(name, data_dir=data_dir, download=download, seed=seed, **options)
 
 
-def list_datasets() -> list[str]:
-    """Names of all registered datasets, sorted."""
-    return _DATASETS.names()
+def list_datasets(filter: str | None = None) -> list[str]:
+    """Names of all registered datasets, sorted; ``filter`` is a glob (``"*mnist*"``)."""
+    return _DATASETS.names(filter)

@@ -9,19 +9,73 @@ ImageNet mean/std, since fine-grained sets are usually trained from ImageNet wei
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from PIL import Image
 from torch.utils.data import Dataset
 
-from visattn._validate import check_positive
+from visattn._validate import check_choice, check_positive
 from visattn.data._registry import DatasetSplits, register_dataset
 from visattn.data._sources import cache_dir, data_not_found, download_root
 
-__all__ = ["imagefolder", "flowers102", "PILImageList", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "imagefolder",
+    "flowers102",
+    "PILImageList",
+    "CorruptImageError",
+    "read_rgb",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_BAD_IMAGES = ("raise", "check", "skip")
+_log = logging.getLogger(__name__)
+
+
+class CorruptImageError(ValueError):
+    """An image file that cannot be decoded (truncated, corrupt, not an image); the message names it."""
+
+
+def read_rgb(path: str | Path) -> Image.Image:
+    """Decode ``path`` fully into an RGB ``PIL.Image``; a bad file raises :class:`CorruptImageError`
+    naming it (PIL's own ``OSError: Truncated File Read`` names no file)."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
+        raise CorruptImageError(
+            f"image file {str(path)!r} cannot be decoded ({type(e).__name__}: {e}): it is truncated or "
+            "corrupt; replace or delete it, or set data_kwargs.bad_images=skip to leave such files out "
+            "(bad_images=check lists them all before training)"
+        ) from None
+
+
+def _screen(paths: list[str], mode: str, what: str) -> list[int]:
+    """Indices of the files of ``paths`` that decode; ``mode="check"`` raises listing the bad ones."""
+    from tqdm import tqdm
+
+    good, bad = [], []
+    for i, p in enumerate(
+        tqdm(paths, desc=f"checking {what} images", unit="img", mininterval=1.0, leave=False)
+    ):
+        try:
+            read_rgb(p)
+            good.append(i)
+        except CorruptImageError:
+            bad.append(p)
+    if bad and mode == "check":
+        raise CorruptImageError(
+            f"{len(bad)} of {len(paths)} {what} images cannot be decoded (truncated or corrupt): {bad[:10]}"
+            f"{' ...' if len(bad) > 10 else ''}; replace or delete them, or set data_kwargs.bad_images=skip"
+        )
+    if bad:
+        _log.warning(
+            "left out %d of %d %s images that cannot be decoded: %s", len(bad), len(paths), what, bad[:10]
+        )
+    return good
 
 
 class PILImageList(Dataset):
@@ -37,22 +91,25 @@ class PILImageList(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[Image.Image, int]:
-        with Image.open(self.paths[i]) as im:
-            return im.convert("RGB"), self.labels[i]
+        return read_rgb(self.paths[i]), self.labels[i]
 
 
 @register_dataset("imagefolder")
 def imagefolder(
-    *, data_dir: str | None, download: bool = False, seed: int = 0, size: int = 224
+    *, data_dir: str | None, download: bool = False, seed: int = 0, size: int = 224, bad_images: str = "raise"
 ) -> DatasetSplits:
     """A folder ``data_dir/train/<class>/*.png|jpg`` plus ``data_dir/test/<class>/`` (or ``val/``).
 
     Classes are the sorted sub-folder names of ``train/``; ``test``/``val`` must have the same
-    ones. ``size`` is the side of the square crops the loaders produce.
+    ones. ``size`` is the side of the square crops the loaders produce. ``bad_images``: a file
+    that cannot be decoded raises :class:`CorruptImageError` naming it when it is read
+    (``"raise"``); ``"check"`` decodes every image once up front and raises listing all bad files;
+    ``"skip"`` decodes every image once and leaves the bad ones out, logging their count.
     """
     from torchvision.datasets import ImageFolder
 
     check_positive(size, "size", integer=True)
+    check_choice(bad_images, "bad_images", _BAD_IMAGES)
     if data_dir is None:
         raise FileNotFoundError("dataset imagefolder needs --data-dir PATH (a folder with train/ and test/)")
     root = Path(data_dir).expanduser()
@@ -66,8 +123,13 @@ def imagefolder(
                 "pass --data-dir PATH to a folder with train/<class>/<image> and test/<class>/<image> (or val/)"
             ],
         )
-    train = ImageFolder(str(train_dir))
-    test = ImageFolder(str(eval_dir))
+    train = ImageFolder(str(train_dir), loader=read_rgb)
+    test = ImageFolder(str(eval_dir), loader=read_rgb)
+    if bad_images != "raise":
+        for ds, what in ((train, "train/"), (test, f"{eval_dir.name}/")):
+            keep = _screen([p for p, _ in ds.samples], bad_images, what)
+            ds.samples = ds.imgs = [ds.samples[i] for i in keep]
+            ds.targets = [ds.targets[i] for i in keep]
     if train.classes != test.classes:
         raise ValueError(
             f"imagefolder {str(root)!r}: classes differ between train/ {train.classes} and "

@@ -29,7 +29,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     >>> m(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 10])
     """
-    return _MODELS.get(name)(**kwargs)
+    return _MODELS.create(name, **kwargs)
 
 
 def get_model_builder(name: str) -> Any:
@@ -37,6 +37,10 @@ def get_model_builder(name: str) -> Any:
     return _MODELS.get(name)
 
 
-def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
-    return _MODELS.names()
+def list_models(filter: str | None = None) -> list[str]:
+    """Names of all registered models, sorted; ``filter`` is a glob (``"se_*"``).
+
+    >>> list_models("se_resnet2?")
+    ['se_resnet20']
+    """
+    return _MODELS.names(filter)

@@ -15,8 +15,11 @@ from visattn.train.distributed import DistInfo
 __all__ = ["TrainData", "build_data", "build_model", "check_model_fits", "data_info"]
 
 
-def build_model(cfg: TrainConfig, *, num_classes: int, in_chans: int) -> nn.Module:
-    """Create ``cfg.model``, load ``cfg.weights`` (weights-only) and apply ``cfg.retrofit``.
+def build_model(
+    cfg: TrainConfig, *, num_classes: int, in_chans: int, image_size: tuple[int, int] | None = None
+) -> nn.Module:
+    """Create ``cfg.model``, load ``cfg.weights`` (weights-only) and apply ``cfg.retrofit`` (checked to
+    fit the data's ``image_size`` before the model is changed).
 
     The starting weights are those of the model *before* the retrofit (fine-tuning a pretrained
     network with inserted attention). To rebuild a trained run (weights saved *after* the
@@ -34,7 +37,10 @@ def build_model(cfg: TrainConfig, *, num_classes: int, in_chans: int) -> nn.Modu
     if cfg.retrofit:
         from visattn.retrofit import retrofit
 
-        retrofit(model, attention=cfg.retrofit, **cfg.retrofit_kwargs)
+        options = dict(cfg.retrofit_kwargs)
+        if image_size is not None:
+            options.setdefault("input_size", tuple(image_size))
+        retrofit(model, attention=cfg.retrofit, **options)
     return model
 
 
@@ -126,6 +132,7 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> TrainData:
         num_workers=cfg.num_workers,
         distributed=info.distributed,
         limit_train=cfg.limit_train,
+        limit_eval=cfg.limit_eval,
         eval_batch_size=eval_bs,
     )
     train_sampler: DistributedSampler = DistributedSampler(

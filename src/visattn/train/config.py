@@ -17,12 +17,107 @@ import yaml
 
 from visattn._validate import check_choice, check_positive, check_range
 
-__all__ = ["TrainConfig", "load_config", "apply_overrides", "config_to_dict", "config_from_dict"]
+__all__ = [
+    "TrainConfig",
+    "load_config",
+    "apply_overrides",
+    "config_to_dict",
+    "config_from_dict",
+    "parse_yaml",
+    "did_you_mean",
+    "config_help",
+]
+
+
+def did_you_mean(name: str, valid: typing.Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``valid`` to ``name`` (difflib), else ``""``.
+
+    >>> did_you_mean("reductoin", ["reduction", "identity_init"])
+    " (did you mean 'reduction'?)"
+    """
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load(text)``; a syntax error raises ``ValueError`` naming ``source``, line and column.
+
+    >>> parse_yaml("lr: 0.1", "cfg.yaml")
+    {'lr': 0.1}
+    >>> parse_yaml("lr: [", "cfg.yaml")
+    Traceback (most recent call last):
+    ...
+    ValueError: cfg.yaml, line 1, column 6: invalid YAML: expected the node content, but found '<stream end>' (while parsing a flow node)
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        extra = f" ({context})" if context else ""
+        if context and cmark is not None and mark is not None and cmark.line != mark.line:
+            extra = f" ({context} opened at line {cmark.line + 1}, column {cmark.column + 1})"
+        raise ValueError(f"{source}{where}: invalid YAML: {problem}{extra}") from None
 
 
 @dataclass
 class TrainConfig:
-    """Everything one training run needs. Field names are the YAML keys and ``--set`` keys."""
+    """Everything one training run needs. Field names are the YAML keys and ``--set`` keys.
+
+    ``visattn train --help-config`` prints every key with its type, default and the line below.
+
+    Attributes:
+        model: registered model name (``visattn list models``).
+        model_kwargs: options of the model builder (``--model-arg key=value``).
+        weights: initial weights, a ``.pt`` (loaded weights-only) or ``.safetensors`` file.
+        retrofit: attention type inserted into the model (identity init) before training.
+        retrofit_kwargs: options of the inserted attention (e.g. ``reduction``; ``targets``, ``input_size``).
+        retrofit_warmup_epochs: epochs that train only the inserted attention before everything.
+        data: registered dataset name (``visattn list datasets``).
+        data_dir: local path of the dataset (folder or ``.npz``).
+        data_kwargs: options of the dataset builder (e.g. ``size`` for image folders).
+        download: allow torchvision to download the dataset.
+        val_fraction: share of the training set held out for validation (0: no validation).
+        augment: training augmentation: ``default`` (the dataset's preset) or ``none``.
+        limit_train: keep only this many training samples (a seeded subset), for CPU budgets.
+        limit_eval: keep only this many validation and test samples each (a seeded subset).
+        num_workers: DataLoader worker processes (0: load in the main process).
+        epochs: training epochs.
+        batch_size: global training batch (split over torchrun processes).
+        eval_batch_size: validation/test batch per process (default: max(batch per process, 256)).
+        optimizer: ``sgd`` or ``adamw``.
+        lr: base learning rate.
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum (SGD).
+        weight_decay: weight decay (decoupled for AdamW).
+        schedule: learning-rate schedule per step: ``cosine``, ``step`` or ``constant``.
+        warmup_epochs: linear warm-up length in epochs (may be fractional).
+        step_epochs: epochs at which the ``step`` schedule multiplies the rate by ``step_gamma``.
+        step_gamma: factor of the ``step`` schedule.
+        label_smoothing: label smoothing of the cross-entropy loss.
+        grad_clip: clip the gradient norm to this value (none: no clipping).
+        nonfinite: on a non-finite loss, ``raise`` or ``skip`` the step.
+        amp: bf16 autocast.
+        channels_last: channels-last memory format.
+        compile: ``torch.compile`` the model.
+        sync_bn: SyncBatchNorm under torchrun on GPUs.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        seed: seeds the weights, the validation split and the data order.
+        deterministic: ``torch.use_deterministic_algorithms`` (warn only).
+        out: run folder (checkpoints, ``config.yaml``, metrics).
+        resume: continue from ``out/last.pt``.
+        max_steps_per_epoch: stop each epoch after this many steps.
+        log_every: steps between updates of the progress bar's loss.
+        progress: show progress bars and per-epoch log lines.
+        tensorboard: write TensorBoard scalars to ``out/tb``.
+        tb_images_every: steps between TensorBoard attention images (needs ``tensorboard``).
+        test_at_end: evaluate the best-on-validation weights on the test set once at the end.
+        select_initial: let the starting weights compete for ``best.pt`` (none: when starting from weights).
+    """
 
     # what to train
     model: str = "resnet20"
@@ -39,6 +134,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     augment: str = "default"
     limit_train: int | None = None
+    limit_eval: int | None = None
     num_workers: int = 0
     # optimisation
     epochs: int = 10
@@ -104,7 +200,7 @@ class TrainConfig:
             raise ValueError(
                 f"tb_images_every={self.tb_images_every} needs tensorboard=true, got tensorboard=false"
             )
-        for opt in ("limit_train", "max_steps_per_epoch"):
+        for opt in ("limit_train", "limit_eval", "max_steps_per_epoch"):
             if getattr(self, opt) is not None:
                 check_positive(getattr(self, opt), opt, integer=True)
         if self.grad_clip is not None:
@@ -164,7 +260,8 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown}; valid keys: {sorted(known)}")
+        hint = did_you_mean(unknown[0], known)
+        raise ValueError(f"unknown config key(s) {unknown}{hint}; valid keys: {sorted(known)}")
     return TrainConfig(**data)
 
 
@@ -173,7 +270,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config file {str(p)!r} does not exist")
-    data = yaml.safe_load(p.read_text()) or {}
+    data = parse_yaml(p.read_text(), f"config file {str(p)!r}") or {}
     if not isinstance(data, dict):
         raise ValueError(f"config file {str(p)!r} must hold a mapping, got {type(data).__name__}")
     return data
@@ -192,10 +289,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         key = key.strip()
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw, f"--set {item!r}, value {raw!r}") if raw.strip() else None
         top, _, sub = key.partition(".")
         if top not in known:
-            raise ValueError(f"unknown config key {top!r} in --set {item!r}; valid keys: {sorted(known)}")
+            raise ValueError(
+                f"unknown config key {top!r} in --set {item!r}{did_you_mean(top, known)}; "
+                f"valid keys: {sorted(known)}"
+            )
         if sub:
             inner = dict(out.get(top) or {})
             inner[sub] = value
@@ -203,3 +303,47 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         else:
             out[top] = value
     return out
+
+
+def _field_docs() -> dict[str, str]:
+    """``{key: meaning}`` from the ``Attributes:`` section of ``TrainConfig``'s docstring."""
+    doc = TrainConfig.__doc__ or ""
+    section = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
+    out: dict[str, str] = {}
+    key = None
+    for line in section.splitlines():
+        text = line.strip()
+        head, sep, rest = text.partition(": ")
+        if sep and head.isidentifier() and line.startswith(" " * 8) and not line.startswith(" " * 12):
+            key = head
+            out[key] = rest.strip()
+        elif key and text:
+            out[key] += " " + text
+    return out
+
+
+def config_help() -> str:
+    """Every config key with its type, default and meaning (``visattn train --help-config``).
+
+    >>> print(config_help().splitlines()[0])
+    TrainConfig keys (YAML keys, --set KEY=VALUE; a.b=v sets key b of dict field a):
+    """
+    docs = _field_docs()
+    hints = _hints()
+    rows = []
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
+        rows.append(
+            (
+                f.name,
+                _type_name(hints[f.name]),
+                yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip(),
+                docs.get(f.name, ""),
+            )
+        )
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    w2 = max(len(r[2]) for r in rows)
+    lines = ["TrainConfig keys (YAML keys, --set KEY=VALUE; a.b=v sets key b of dict field a):"]
+    lines += [f"  {a:<{w0}}  {b:<{w1}}  {c:<{w2}}  {d}" for a, b, c, d in rows]
+    return "\n".join(lines).replace("``", "")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import time
 import warnings
@@ -42,9 +43,12 @@ from visattn.train.distributed import DistInfo, barrier, cleanup_distributed, in
 from visattn.train.evaluate import autocast as _autocast
 from visattn.train.evaluate import evaluate, logits_of
 from visattn.train.logs import write_history, write_text_atomic
-from visattn.train.schedule import lr_multiplier
+from visattn.train.metrics import topk_correct
+from visattn.train.schedule import build_scheduler, load_scheduler_state
 
 __all__ = ["Trainer", "fit", "evaluate", "build_model", "logits_of", "check_model_fits"]
+
+log = logging.getLogger("visattn.train")
 
 
 class Trainer:
@@ -90,7 +94,12 @@ class Trainer:
 
     def _setup_model(self) -> None:
         cfg, info = self.cfg, self.info
-        model = build_model(cfg, num_classes=self.splits.num_classes, in_chans=self.splits.in_chans)
+        model = build_model(
+            cfg,
+            num_classes=self.splits.num_classes,
+            in_chans=self.splits.in_chans,
+            image_size=self.splits.image_size,
+        )
         check_model_fits(model, cfg.model, self.splits.in_chans, self.splits.image_size)
         if cfg.sync_bn and info.distributed and info.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -106,7 +115,7 @@ class Trainer:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer: torch.optim.Optimizer | None = None
-        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         if self.uses_optimizer:
             if not params:
                 raise ValueError(f"model {cfg.model!r} has no trainable parameters")
@@ -120,7 +129,8 @@ class Trainer:
                 )
             else:
                 self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-            mult = lr_multiplier(
+            self.scheduler = build_scheduler(
+                self.optimizer,
                 cfg.schedule,
                 total_steps=cfg.epochs * self.steps_per_epoch,
                 steps_per_epoch=self.steps_per_epoch,
@@ -128,7 +138,6 @@ class Trainer:
                 step_epochs=cfg.step_epochs,
                 gamma=cfg.step_gamma,
             )
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, mult)
         self.extra_losses = getattr(model, "extra_losses", None)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
@@ -184,19 +193,19 @@ class Trainer:
                 stale.unlink(missing_ok=True)
         if not path.is_file():
             if self.info.is_main:
-                print(f"resume: no checkpoint at {path}, starting from scratch")
+                log.warning("resume: no checkpoint at %s, starting from scratch", path)
             return
         ck = safe_load(path, map_location=self.info.device)
         self.model.load_state_dict(ck["model"])
+        if self.scheduler is not None and ck["scheduler"] is not None:  # first: a legacy state is replayed
+            load_scheduler_state(self.scheduler, ck["scheduler"])
         if self.optimizer is not None and ck["optimizer"] is not None:
             self.optimizer.load_state_dict(ck["optimizer"])
-        if self.scheduler is not None and ck["scheduler"] is not None:
-            self.scheduler.load_state_dict(ck["scheduler"])
         self.start_epoch, self.global_step = ck["epoch"], ck["global_step"]
         self.best_top1, self.history = ck["best_top1"], list(ck["history"])
         restore_rng(ck["rng"])
         if self.info.is_main:
-            print(f"resumed from {path} at epoch {self.start_epoch}")
+            log.info("resumed from %s at epoch %d", path, self.start_epoch)
 
     def _check_finite_state(self) -> None:
         """Raise before saving weights that a finite loss with an inf/NaN gradient poisoned
@@ -262,7 +271,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         terms["loss"] = loss.detach()
-        terms["correct"] = (logits.detach().argmax(1) == y).sum().float()
+        terms["correct"] = topk_correct(logits.detach(), y, (1,))[0].float()
         return terms
 
     def train_epoch(self, batches: Iterable | None = None) -> dict[str, float]:
@@ -325,6 +334,7 @@ class Trainer:
             self.info.device,
             amp=self.cfg.amp,
             channels_last=self.cfg.channels_last,
+            desc="validation" if self.cfg.progress and self.info.is_main else None,
         )
 
     def _select_initial(self) -> bool:
@@ -359,7 +369,7 @@ class Trainer:
             }
             atomic_save(state, self.out / "best.pt")
             if cfg.progress:
-                print(json.dumps({"epoch": 0, "val_top1": round(val["top1"], 4)}))
+                log.info(json.dumps({"epoch": 0, "val_top1": round(val["top1"], 4)}))
 
     def fixed_batch(self, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``n`` validation images (else test images) and labels, as the model takes them
@@ -426,7 +436,9 @@ class Trainer:
                         if isinstance(v, (int, float)) and k != "epoch":
                             self.tb.add_scalar(k, v, row["epoch"])
                 if self.info.is_main and cfg.progress:
-                    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+                    log.info(
+                        json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+                    )
                 if stop_after is not None and self.start_epoch >= stop_after:
                     return {"history": self.history, "out": str(self.out), "stopped_after": self.start_epoch}
             barrier()
@@ -456,7 +468,12 @@ class Trainer:
             if best.is_file():
                 self.model.load_state_dict(safe_load(best, map_location=self.info.device)["model"])
             test = evaluate(
-                self.model, self.test_loader, self.info.device, amp=cfg.amp, channels_last=cfg.channels_last
+                self.model,
+                self.test_loader,
+                self.info.device,
+                amp=cfg.amp,
+                channels_last=cfg.channels_last,
+                desc="test" if cfg.progress and self.info.is_main else None,
             )
             summary.update({f"test_{k}": v for k, v in test.items()})
         summary["train_time_s"] = sum(h.get("train_time_s", 0.0) for h in self.history)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from visattn._dist import all_reduce_sum
+from visattn.train.metrics import topk_correct
 
 __all__ = ["evaluate", "logits_of", "autocast"]
 
@@ -47,12 +48,14 @@ def evaluate(
     *,
     amp: bool = False,
     channels_last: bool = False,
+    desc: str | None = None,
 ) -> dict[str, float]:
     """Mean cross-entropy ``loss``, ``top1`` and ``top5`` accuracy (%) and the count ``n`` over ``loader``.
 
     ``loader`` yields ``x (B, C, H, W)``, ``y (B,)``; the model returns logits ``(B, K)`` (or a dict
     with ``"logits"``) and runs in ``eval()`` mode. Sums are all-reduced over processes under
     ``torch.distributed`` (each rank passes its own shard). ``device`` defaults to the model's.
+    ``desc``: show a progress bar with this label.
 
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     >>> batches = [(torch.rand(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1]))]
@@ -66,20 +69,22 @@ def evaluate(
     device = torch.device(device)
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
+    if desc is not None:
+        from tqdm import tqdm
+
+        loader = tqdm(loader, desc=desc, unit="batch", mininterval=1.0, leave=False)
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             logits = logits_of(model(x)).float()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hit = top.eq(y[:, None])
+        top1, top5 = topk_correct(logits, y, (1, 5))
         sums += torch.stack(
             [
                 F.cross_entropy(logits, y, reduction="sum").double(),
-                hit[:, 0].sum().double(),
-                hit.any(dim=1).sum().double(),
+                top1,
+                top5,
                 torch.tensor(float(y.numel()), dtype=torch.float64, device=device),
             ]
         )

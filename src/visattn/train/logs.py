@@ -11,9 +11,10 @@ import csv
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from visattn._files import temp_beside
 
 __all__ = ["write_text_atomic", "write_history"]
 
@@ -21,7 +22,7 @@ __all__ = ["write_text_atomic", "write_history"]
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
