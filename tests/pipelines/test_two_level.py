@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from two_level_helpers import tiny_config, tiny_net
+
 from visattn.pipelines.two_level import STAGES, StageCacheError, TwoLevelConfig, run_two_level
 from visattn.pipelines.two_level.stages import load_stage
 
@@ -71,7 +71,9 @@ def test_cache_from_other_options_is_an_error_naming_the_stage(shapes_dir: Path,
     _run(cfg, "proposals")
     _run(cfg, "filter")
     other = tiny_config(shapes_dir, tmp_path / "run", max_proposals=4)
-    with pytest.raises(StageCacheError, match=r"stage 'proposals'.*other options.*max_proposals: cache 6 vs config 4"):
+    with pytest.raises(
+        StageCacheError, match=r"stage 'proposals'.*other options.*max_proposals: cache 6 vs config 4"
+    ):
         _run(other, "filter")
     # a filter option invalidates the filter cache for the domain stage, not the proposals
     other = tiny_config(shapes_dir, tmp_path / "run", filter_threshold=0.5)
@@ -105,7 +107,9 @@ def test_altered_cache_file_is_refused(shapes_dir: Path, tmp_path: Path) -> None
 def test_new_images_make_proposals_stale(shapes_dir: Path, tmp_path: Path) -> None:
     cfg = tiny_config(shapes_dir, tmp_path / "run")
     _run(cfg, "proposals")
-    (shapes_dir / "val" / "class0" / "0.png").write_bytes((shapes_dir / "val" / "class0" / "1.png").read_bytes())
+    (shapes_dir / "val" / "class0" / "0.png").write_bytes(
+        (shapes_dir / "val" / "class0" / "1.png").read_bytes()
+    )
     with pytest.raises(StageCacheError, match="stage 'proposals'.*stale.*image list"):
         _run(cfg, "filter")
 

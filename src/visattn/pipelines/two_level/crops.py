@@ -45,7 +45,9 @@ def crop_boxes(image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Ten
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes must be (N, 4), got {tuple(boxes.shape)}")
     rois = torch.cat([torch.zeros(len(boxes), 1), boxes.float()], 1)
-    out = roi_align(image[None].float(), rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    out = roi_align(
+        image[None].float(), rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True
+    )
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
@@ -115,7 +117,9 @@ def finetune(
         groups.append({"params": list(head.parameters()), "lr": 10 * lr})
     opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
     steps = epochs * math.ceil(len(x) / batch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
     net.train()
     losses = []
     for _ in range(epochs):

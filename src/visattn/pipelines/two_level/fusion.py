@@ -19,7 +19,9 @@ def top1(probs: torch.Tensor, labels: torch.Tensor) -> float:
     50.0
     """
     if probs.ndim != 2 or labels.shape != probs.shape[:1]:
-        raise ValueError(f"probs must be (N, K) and labels (N,), got {tuple(probs.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"probs must be (N, K) and labels (N,), got {tuple(probs.shape)} and {tuple(labels.shape)}"
+        )
     if len(labels) == 0:
         raise ValueError("top1 needs at least one image, got 0")
     return 100.0 * (probs.argmax(1) == labels).float().mean().item()
@@ -31,8 +33,9 @@ def choose_weight(
     """The object-level weight ``a`` with the best validation top-1, and the whole curve ``[(a, top1)]``.
 
     >>> obj = torch.tensor([[0.6, 0.4], [0.6, 0.4]]); part = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
-    >>> choose_weight(obj, part, torch.tensor([1, 0]), grid=3)[0]
-    0.0
+    >>> a, curve = choose_weight(obj, part, torch.tensor([1, 0]), grid=3)
+    >>> a, curve  # a = 0 and a = 0.5 are both right on both images; the tie goes to the larger a
+    (0.5, [(0.0, 100.0), (0.5, 100.0), (1.0, 50.0)])
     """
     if grid < 2:
         raise ValueError(f"grid must be >= 2, got {grid}")

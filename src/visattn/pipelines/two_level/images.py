@@ -77,7 +77,9 @@ def _folder(root: Path) -> tuple[list[str], list[int], list[str]]:
             continue
         for c in sorted(d.name for d in (root / split).iterdir() if d.is_dir()):
             if c not in classes:
-                raise ValueError(f"data_dir {str(root)!r}: class folder {split}/{c} is not in train/ {classes}")
+                raise ValueError(
+                    f"data_dir {str(root)!r}: class folder {split}/{c} is not in train/ {classes}"
+                )
             for f in sorted((root / split / c).iterdir()):
                 if f.suffix.lower() in _EXTS:
                     paths.append(str(f))
@@ -86,7 +88,9 @@ def _folder(root: Path) -> tuple[list[str], list[int], list[str]]:
     return paths, ys, splits
 
 
-def list_images(data_dir: str | Path, *, limit_per_class: int | None = None, classes: int | None = None) -> ImageList:
+def list_images(
+    data_dir: str | Path, *, limit_per_class: int | None = None, classes: int | None = None
+) -> ImageList:
     """The pipeline's images: Flowers-102 or an image folder (see the module docstring).
 
     ``classes`` keeps the first N class indices; ``limit_per_class`` the first N images of each class in
@@ -99,7 +103,7 @@ def list_images(data_dir: str | Path, *, limit_per_class: int | None = None, cla
         paths, ys, splits = _flowers(root)
     else:
         paths, ys, splits = _folder(root)
-    keep_classes = sorted(set(ys))[: classes] if classes else sorted(set(ys))
+    keep_classes = sorted(set(ys))[:classes] if classes else sorted(set(ys))
     remap = {c: i for i, c in enumerate(keep_classes)}
     count: dict[tuple[str, int], int] = {}
     out = ImageList([], [], [], len(keep_classes))
@@ -143,7 +147,7 @@ def resize_short(img: np.ndarray, size: int) -> np.ndarray:
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
     if (nh, nw) == (h, w):
         return img
-    return np.asarray(Image.fromarray(img).resize((nw, nh), Image.BICUBIC))
+    return np.asarray(Image.fromarray(img).resize((nw, nh), Image.Resampling.BICUBIC))
 
 
 def to_chw(img: np.ndarray) -> torch.Tensor:

@@ -47,7 +47,12 @@ def _top1(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def patch_pass(
-    net: HookedClassifier, cfg: TwoLevelConfig, images: ImageList, boxes: list[torch.Tensor], *, mid: bool = False,
+    net: HookedClassifier,
+    cfg: TwoLevelConfig,
+    images: ImageList,
+    boxes: list[torch.Tensor],
+    *,
+    mid: bool = False,
     desc: str = "patches",
 ) -> dict[str, Any]:
     """Run ``net`` over every box of every image in batches: softmax ``(M, K)``, and (``mid``) per-filter
@@ -73,7 +78,9 @@ def patch_pass(
     return res
 
 
-def run_filter(cfg: TwoLevelConfig, images: ImageList, proposals: dict[str, Any], net: HookedClassifier) -> dict[str, Any]:
+def run_filter(
+    cfg: TwoLevelConfig, images: ImageList, proposals: dict[str, Any], net: HookedClassifier
+) -> dict[str, Any]:
     """Fine-tune the FilterNet on whole images, score every proposal, keep the confident ones."""
     torch.manual_seed(cfg.seed)
     labels = torch.tensor(images.labels)
@@ -120,7 +127,9 @@ def run_filter(cfg: TwoLevelConfig, images: ImageList, proposals: dict[str, Any]
     }
 
 
-def run_domain(cfg: TwoLevelConfig, images: ImageList, filt: dict[str, Any], net: HookedClassifier) -> dict[str, Any]:
+def run_domain(
+    cfg: TwoLevelConfig, images: ImageList, filt: dict[str, Any], net: HookedClassifier
+) -> dict[str, Any]:
     """Fine-tune the DomainNet on training images' kept patches; object-level probabilities of every image."""
     torch.manual_seed(cfg.seed)
     net.load_state_dict(filt["state_dict"])

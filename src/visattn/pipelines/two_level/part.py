@@ -89,13 +89,17 @@ def cluster_filters(similarity: torch.Tensor, k: int, *, seed: int = 0) -> torch
     affinity = ((similarity.double() + 1) / 2).numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "graph is not fully connected" on near-block affinities
-        labels = SpectralClustering(k, affinity="precomputed", random_state=seed, assign_labels="discretize").fit(
-            affinity
-        ).labels_
+        labels = (
+            SpectralClustering(k, affinity="precomputed", random_state=seed, assign_labels="discretize")
+            .fit(affinity)
+            .labels_
+        )
     return torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
 
-def detector_scores(responses: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+def detector_scores(
+    responses: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
     """Scores ``(M, k)``: the mean standardised response of each cluster's filters, per patch.
 
     >>> detector_scores(torch.ones(3, 4), torch.tensor([0, 0, 1, 1]), torch.zeros(4), torch.ones(4)).shape
@@ -135,7 +139,9 @@ def run_part(
     with torch.no_grad():
         for x, _ in iter_image_boxes(images.paths, list(chosen), image_size=cfg.image_size,
                                      patch_size=cfg.patch_size, batch=cfg.batch_size):  # fmt: skip
-            feats.append(net.forward_all((x.float() / 255.0).contiguous(memory_format=torch.channels_last))["features"])
+            feats.append(
+                net.forward_all((x.float() / 255.0).contiguous(memory_format=torch.channels_last))["features"]
+            )
     f = torch.cat(feats).view(len(chosen), cfg.parts * net.num_features).numpy()
     y = np.asarray(images.labels)
     scaler = StandardScaler().fit(f[tr])

@@ -46,8 +46,14 @@ def pipeline_images(cfg: TwoLevelConfig) -> ImageList:
 
 
 def write_patch_figures(
-    cfg: TwoLevelConfig, images: ImageList, prop: dict[str, Any], filt: dict[str, Any], part: dict[str, Any],
-    *, split: str = "val", count: int = 4,
+    cfg: TwoLevelConfig,
+    images: ImageList,
+    prop: dict[str, Any],
+    filt: dict[str, Any],
+    part: dict[str, Any],
+    *,
+    split: str = "val",
+    count: int = 4,
 ) -> list[str]:
     """PNG figures (proposals, kept patches, part patches) of the first ``count`` images of ``split``."""
     from visattn.pipelines.two_level.images import load_rgb, resize_short, to_chw
@@ -69,7 +75,9 @@ def write_patch_figures(
     return written
 
 
-def _fuse(cfg: TwoLevelConfig, images: ImageList, filt: dict[str, Any], dom: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+def _fuse(
+    cfg: TwoLevelConfig, images: ImageList, filt: dict[str, Any], dom: dict[str, Any], part: dict[str, Any]
+) -> dict[str, Any]:
     labels = torch.tensor(images.labels)
     val = images.index("val")
     obj, prt = dom["object_probs"], part["part_probs"]
@@ -123,7 +131,11 @@ def run_two_level(
 
     def net() -> HookedClassifier:
         torch.manual_seed(cfg.seed)
-        m = make_net(images.num_classes) if make_net else build_backbone(cfg.backbone, cfg.hook, num_classes=images.num_classes)
+        m = (
+            make_net(images.num_classes)
+            if make_net
+            else build_backbone(cfg.backbone, cfg.hook, num_classes=images.num_classes)
+        )
         if not isinstance(m, HookedClassifier):
             raise TypeError(f"make_net must return a HookedClassifier, got {type(m).__name__}")
         return m.to(memory_format=torch.channels_last)

@@ -2,7 +2,9 @@
 
 Proposals come from OpenCV's ``cv2.ximgproc.segmentation.createSelectiveSearchSegmentation``
 (``opencv-contrib-python-headless``, the ``finegrained`` extra), run on the image resized to shorter
-side ``image_size``. Boxes are ``int32 (N, 4)`` as ``(x0, y0, x1, y1)`` in pixels of that resized image
+side ``image_size``, with C's ``rand()`` seeded (``srand(0)``) before each image: OpenCV ranks the
+hierarchy's boxes with ``rand()`` weights (``cv2.setRNGSeed`` does not reach it), so seeded, the
+proposals and the cap's choice are the same in any process and any order. Boxes are ``int32 (N, 4)`` as ``(x0, y0, x1, y1)`` in pixels of that resized image
 (``x1``/``y1`` exclusive). Boxes with a side below ``min_box`` are dropped, duplicates removed, and the
 first ``max_proposals`` kept in OpenCV's order.
 
@@ -15,6 +17,7 @@ crash) reads it back instead of segmenting again.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import multiprocessing as mp
@@ -45,6 +48,21 @@ def _import_cv2() -> Any:
             "(plain opencv-python lacks selective search)"
         )
     return cv2
+
+
+def _seed_c_rand() -> None:
+    """``srand(0)`` in the C library OpenCV's selective search draws its ranking weights from."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(None) if os.name != "nt" else ctypes.cdll.msvcrt
+        except OSError:  # pragma: no cover - no C library to seed: proposals stay valid, order may vary
+            _LIBC = False
+    if _LIBC:
+        _LIBC.srand(0)
+
+
+_LIBC: Any = None
 
 
 def selective_search(
@@ -84,6 +102,7 @@ def selective_search(
         ss.setBaseImage(np.ascontiguousarray(img[:, :, ::-1]))  # OpenCV wants BGR
         {"fast": ss.switchToSelectiveSearchFast, "quality": ss.switchToSelectiveSearchQuality,
          "single": ss.switchToSingleStrategy}[mode]()  # fmt: skip
+        _seed_c_rand()
         rects = np.asarray(ss.process(), dtype=np.int64).reshape(-1, 4)
     except cv2.error as err:
         return whole, f"opencv failed: {str(err).strip().splitlines()[-1][:120]}"
@@ -133,7 +152,11 @@ def _work(args: tuple[str, dict[str, Any], str | None]) -> dict[str, Any]:
 
 
 def compute_proposals(
-    images: ImageList, options: dict[str, Any], *, cache_dir: str | Path | None, workers: int = 1,
+    images: ImageList,
+    options: dict[str, Any],
+    *,
+    cache_dir: str | Path | None,
+    workers: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Proposals of every image, in parallel over ``workers`` processes, with a progress bar.
@@ -158,7 +181,9 @@ def compute_proposals(
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ctx.Pool(workers) as pool:
             it = pool.imap(_work, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers) or 1)))
-            results = list(tqdm(it, total=len(jobs), desc=f"proposals ({workers} workers)", disable=not progress))
+            results = list(
+                tqdm(it, total=len(jobs), desc=f"proposals ({workers} workers)", disable=not progress)
+            )
     wall = time.perf_counter() - t0
     counts = [len(r["boxes"]) for r in results]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

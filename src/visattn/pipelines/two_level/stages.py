@@ -120,7 +120,9 @@ def load_stage(
     have = manifest.get("options", {})
     if options_hash(want) != manifest.get("config_hash") or have != json.loads(json.dumps(want, default=str)):
         diff = sorted(k for k in set(want) | set(have) if have.get(k, "<absent>") != want.get(k, "<absent>"))
-        detail = ", ".join(f"{k}: cache {have.get(k, '<absent>')!r} vs config {want.get(k, '<absent>')!r}" for k in diff)
+        detail = ", ".join(
+            f"{k}: cache {have.get(k, '<absent>')!r} vs config {want.get(k, '<absent>')!r}" for k in diff
+        )
         raise StageCacheError(
             f"stage {stage!r}: the cache at {str(data)!r} was made with other options ({detail}); "
             f"re-run `--stage {stage}` (or use another `out`)"
