@@ -52,11 +52,11 @@ class TwoLevelConfig:
     hook: str = "_blocks.10"  # the mid-level layer whose filters become part detectors
     patch_size: int = 64
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    lr: float = 3e-4  # the body; the new head gets 10x (the SE retrofit benchmark's recipe)
+    weight_decay: float = 0.01
     seed: int = 0
     # object level
-    filter_epochs: int = 3
+    filter_epochs: int = 6
     filter_threshold: float = 0.2  # keep a patch when the FilterNet's best class probability >= this
     domain_epochs: int = 2
     max_patches_per_image: int = 8  # kept patches per training image used to fine-tune the DomainNet

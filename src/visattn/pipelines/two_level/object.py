@@ -43,7 +43,7 @@ def split_boxes(boxes: torch.Tensor, offsets: torch.Tensor) -> list[torch.Tensor
 
 
 def _top1(probs: torch.Tensor, labels: torch.Tensor) -> float:
-    return 100.0 * (probs.argmax(1) == labels).float().mean().item() if len(labels) else float("nan")
+    return 100.0 * int((probs.argmax(1) == labels).sum()) / len(labels) if len(labels) else float("nan")
 
 
 def patch_pass(

@@ -158,6 +158,8 @@ def run_part(
             "cluster_sizes": torch.bincount(labels, minlength=cfg.parts).tolist(),
             "cluster_seconds": cluster_s,
             "classifier_seconds": time.perf_counter() - t0 - cluster_s,
-            "val_top1_part": 100.0 * float((probs_t[val].argmax(1) == torch.tensor(y[val])).float().mean()),
+            "val_top1_part": 100.0
+            * int((probs_t[val].argmax(1) == torch.tensor(y[val])).sum())
+            / max(1, len(val)),
         },
     }
