@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default="../shared/data/flowers-102")
     p.add_argument("--measure", action="store_true")
     p.add_argument("--e2e", action="store_true")
+    p.add_argument("--estimate-only", action="store_true", help="extrapolate the stored measurements again")
     p.add_argument("--baseline-epochs", type=int, default=0, help="also run the whole-image arm alone")
     p.add_argument("--ss-images", type=int, default=60)
     p.add_argument("--image-sizes", type=int, nargs="+", default=[128, 192])
@@ -248,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
                                            "epochs_domain": args.epochs_domain, "max_patches": args.max_patches,
                                            "parts": args.parts, "images": FULL}}  # fmt: skip
         print(json.dumps(data["measure"]["measured"], indent=1))
+    if args.estimate_only:  # re-extrapolate the stored measurements with other epochs / caps (no timing)
+        m = data["measure"]["measured"]
+        key = f"estimate_ef{args.epochs_filter}_ed{args.epochs_domain}_mp{args.max_patches}_k{args.parts}"
+        data[key] = {"meta": meta, "from": "measure.measured", "estimated_full_dataset": extrapolate(m, args),
+                     "assumptions": {"keep_frac": args.keep_frac, "epochs_filter": args.epochs_filter,
+                                     "epochs_domain": args.epochs_domain, "max_patches": args.max_patches,
+                                     "parts": args.parts, "images": FULL}}  # fmt: skip
     if args.e2e:
         key = f"e2e_c{args.classes}_n{args.per_class}_cap{args.cap}_p{args.patch}_s{args.seed}"
         data[key] = {"meta": meta, **e2e(args)}
