@@ -7,8 +7,8 @@ Why not ``visattn.train.fit``: the engine builds its model from the model regist
 data from the dataset registry; the pipeline fine-tunes an arbitrary ``nn.Module`` on in-memory
 patch tensors that exist only inside one stage. :func:`finetune` is the documented minimal loop
 instead: AdamW (head at 10x the body's learning rate), cosine decay per step, label smoothing 0.1,
-random horizontal flips, ``torch.manual_seed(seed)`` for the head init, the order and the flips.
-Validation accuracy is reported with ``visattn.train.evaluate``.
+random horizontal flips, a ``torch.Generator`` seeded with ``seed`` for the order and the flips.
+It trains for a fixed number of epochs and selects nothing (no checkpoint choice on validation).
 """
 
 from __future__ import annotations
