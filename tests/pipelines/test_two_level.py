@@ -138,3 +138,16 @@ def test_unknown_stage_and_bad_config() -> None:
         TwoLevelConfig(patch_size="64")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ss_mode"):
         TwoLevelConfig(ss_mode="slow")
+
+
+def test_a_part_option_reruns_only_the_part_stage(shapes_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(shapes_dir, tmp_path / "run")
+    _run(cfg, figures=0)
+    filt_before = (tmp_path / "run" / "filter.json").read_text()
+    cfg2 = tiny_config(shapes_dir, tmp_path / "run", part_similarity="weight", parts=3)
+    with pytest.raises(StageCacheError, match=r"stage 'part'.*parts: cache 2 vs config 3"):
+        _run(cfg2, "fuse")
+    rep = _run(cfg2, "part")  # reads the filter and domain caches of the first run: still valid
+    assert len(rep["part"]["cluster_sizes"]) == 3 and sum(rep["part"]["cluster_sizes"]) == 8
+    assert (tmp_path / "run" / "filter.json").read_text() == filt_before
+    assert _run(cfg2, "fuse", figures=0)["fuse"]["n_val"] == 6
