@@ -207,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="report.html", help="the HTML file to write")
     rp.add_argument("--data-dir", help="dataset folder overriding the runs' own data_dir")
     rp.add_argument("--images", type=int, default=6, help="test images shown per run")
+
+    from visattn.pipelines.cli import add_pipeline_parser
+
+    add_pipeline_parser(sub)  # `visattn pipeline two-level ...`; sets args.handler
     return p
 
 
@@ -467,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": _cmd_report,
     }
     try:
-        return handlers[args.command](args)
+        return (getattr(args, "handler", None) or handlers[args.command])(args)
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"visattn {args.command}: error: {e}", file=sys.stderr)
         return 2
