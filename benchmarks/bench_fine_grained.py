@@ -14,6 +14,9 @@ Arms (``--arms``; add one by adding an entry to ``ARMS``):
 - ``se``: the same, SE inserted into every MBConv block by ``visattn.retrofit`` (identity at insertion;
   Hu et al., arXiv:1709.01507);
 - ``residual``: the residual-attention mask (Wang et al., arXiv:1704.06904) retrofitted the same way;
+- ``st_cnn2``: the STN paper's fine-grained 2xST-CNN (Jaderberg et al., NIPS 2015, sec. 4.3): two
+  parallel attention-transform (scale + translation) spatial transformers, each before its own copy of
+  the pretrained backbone, features concatenated;
 - ``dvan`` / ``dvan_nodiv``: DVAN (Zhao et al., arXiv:1606.08572; ``visattn.models.dvan``) over the
   same backbone with ``--dvan-steps`` canvases of ``--canvas-size``, with and without the diversity term.
 
@@ -58,6 +61,10 @@ ARMS: dict[str, dict[str, Any]] = {
         "retrofit": "residual",
         "retrofit_kwargs": {"identity_init": True},
     },
+    "st_cnn2": {
+        "model": "st_cnn",
+        "model_kwargs": {"backbone": "efficientnet_lite0", "num_transformers": 2, "transform": "attention"},
+    },
     "dvan": {"model": "dvan", "model_kwargs": {"diversity_weight": 1.0}},
     "dvan_nodiv": {"model": "dvan", "model_kwargs": {"diversity_weight": 0.0}},
 }
@@ -72,6 +79,8 @@ def arm_config(arm: str, seed: int, args: argparse.Namespace) -> Any:
     if spec["model"] == "dvan":
         kw.update(steps=args.dvan_steps, image_size=args.size, canvas_size=args.canvas_size or args.size)
         kw.update(min_scale=args.min_scale)
+    elif spec["model"] == "st_cnn":
+        kw["backbone_kwargs"] = {"image_size": args.size}
     else:
         kw.update(image_size=args.size)
     return TrainConfig(

@@ -25,7 +25,7 @@ def test_imagenet_inputs_are_converted_to_the_weights_normalisation():
     with torch.no_grad():
         a = net((x255 / 255 - mean) / std)
         b = raw((x255 - 127) / 128)
-        c = raw.net((x255 - 127) / 128)  # the package's own forward
+        c = raw.fc(raw.net((x255 - 127) / 128))  # the package's own forward (its _fc moved to fc)
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(b, c, atol=1e-5, rtol=1e-5)
 
@@ -51,3 +51,11 @@ def test_bad_options_raise_naming_them():
         _net(input_norm="caffe")
     with pytest.raises(ValueError, match="in_chans"):
         visattn.create_model("efficientnet_lite0", in_chans=1, pretrained=False)
+
+
+def test_st_cnn_runs_over_it():
+    torch.manual_seed(0)
+    kw = {"pretrained": False, "image_size": 64}
+    net = visattn.create_model("st_cnn", num_classes=3, backbone="efficientnet_lite0", backbone_kwargs=kw)
+    assert net.feature_dim == 1280
+    assert net(torch.randn(2, 3, 64, 64)).shape == (2, 3)

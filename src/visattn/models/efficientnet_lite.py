@@ -8,7 +8,7 @@ datasets normalise with the ImageNet mean/std; these weights expect ``(x_255 - 1
 RGB, so ``forward`` first maps one to the other (a per-channel affine map, buffers ``in_scale`` and
 ``in_shift``); ``input_norm="raw"`` skips it for inputs already in the weights' own normalisation.
 
-The final feature map ``(B, 1280, H/32, W/32)`` (after the head conv, BN and ReLU6) passes through the
+The head is ``fc`` (``nn.Linear(1280, K)``, after global average pooling and dropout). The final feature map ``(B, 1280, H/32, W/32)`` (after the head conv, BN and ReLU6) passes through the
 named submodule ``features`` (an ``nn.Identity``), so DVAN and other feature consumers can hook it:
 ``create_model("dvan", backbone="efficientnet_lite0", feature_layer="features")``. ``visattn.retrofit``
 finds the MBConv blocks inside ``.net`` (``net._blocks.3._project_conv.attn``).
@@ -58,7 +58,8 @@ class EfficientNetLite(nn.Module):
     """EfficientNet-Lite behind an input conversion; ``(B, 3, H, W) -> (B, num_classes)``.
 
     Args:
-        net: the package's ``EfficientNet`` (its ``_fc`` already sized to ``num_classes``).
+        net: the package's ``EfficientNet`` (its ``_fc`` already sized to ``num_classes``); the head
+            moves to ``self.fc`` (so ``st_cnn(backbone="efficientnet_lite0")`` can replace it).
         input_norm: ``"imagenet"`` (inputs normalised with the ImageNet mean/std) or ``"raw"``
             (inputs already ``(x_255 - 127) / 128``).
     """
@@ -70,6 +71,8 @@ class EfficientNetLite(nn.Module):
         super().__init__()
         check_choice(input_norm, "input_norm", ("imagenet", "raw"))
         self.net: Any = net  # the package's EfficientNet (untyped)
+        self.fc = net._fc  # noqa: SLF001  (the head, named ``fc`` so st_cnn and others can swap it)
+        net._fc = nn.Identity()  # noqa: SLF001
         self.input_norm = input_norm
         # x_255 = 255 (std z + mean)  ->  (x_255 - 127) / 128 = z * 255 std / 128 + (255 mean - 127) / 128
         if input_norm == "imagenet":
@@ -88,7 +91,7 @@ class EfficientNetLite(nn.Module):
             x = x * self.in_scale + self.in_shift
         f = self.features(self.net.extract_features(x))
         pooled = self.net._dropout(f.mean(dim=(2, 3)))  # noqa: SLF001  (the package's own head)
-        return self.net._fc(pooled)  # noqa: SLF001
+        return self.fc(pooled)
 
 
 @register_model("efficientnet_lite0")
