@@ -71,7 +71,7 @@ class EfficientNetLite(nn.Module):
         super().__init__()
         check_choice(input_norm, "input_norm", ("imagenet", "raw"))
         self.net: Any = net  # the package's EfficientNet (untyped)
-        self.fc = net._fc  # noqa: SLF001  (the head, named ``fc`` so st_cnn and others can swap it)
+        self.fc: nn.Module = net.get_submodule("_fc")  # the head, named ``fc`` so st_cnn can swap it
         net._fc = nn.Identity()  # noqa: SLF001
         self.input_norm = input_norm
         # x_255 = 255 (std z + mean)  ->  (x_255 - 127) / 128 = z * 255 std / 128 + (255 mean - 127) / 128
