@@ -214,6 +214,35 @@ def latency_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+@torch.no_grad()
+def draw(args: argparse.Namespace) -> None:
+    """Draw a trained DVAN's per-step maps on the canvases of ``--draw-n`` validation images (evenly spaced)."""
+    from visattn.data import load_dataset, make_loaders
+    from visattn.train.checkpoint import safe_load
+    from visattn.train.engine import build_model
+    from visattn.viz.canvases import plot_canvases
+
+    arm = args.arms[0]
+    cfg = arm_config(arm, args.seeds[0], args)
+    model = build_model(cfg, num_classes=102, in_chans=3).eval()
+    ck = safe_load(Path(cfg.out) / "best.pt")
+    model.load_state_dict(ck["model"])
+    splits = load_dataset("flowers102", data_dir=args.data_dir, size=args.size)
+    loaders = make_loaders(splits, batch_size=args.draw_n, eval_batch_size=args.draw_n)
+    val = loaders.val
+    assert val is not None
+    idx = [i * (len(val.dataset) // args.draw_n) for i in range(args.draw_n)]  # spread over the classes
+    x, y = val.collate_fn([val.dataset[i] for i in idx])
+    out = model(x)
+    pred = out["logits"].argmax(1)
+    names = splits.class_names or [str(i) for i in range(102)]
+    titles = [f"{names[int(a)][:14]}\n-> {names[int(b)][:14]}" for a, b in zip(y, pred)]
+    steps = [f"step {t + 1}, scale {s:.2f}" for t, s in enumerate(model.boxes[:, 2].tolist())]
+    fig = plot_canvases(model.canvases(x), out["attention"], titles=titles, step_titles=steps)
+    fig.savefig(args.draw, dpi=80)
+    print(f"wrote {args.draw} (epoch {ck['epoch']} weights, val top1 {ck['val_top1']:.2f})")
+
+
 def _save(path: Path, key: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     saved = json.loads(path.read_text()) if path.exists() else {}
     saved.setdefault(key, [])
@@ -245,9 +274,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--test", action="store_true", help="score the test split (the frozen final run only)")
     p.add_argument("--latency", action="store_true", help="time inference instead of training")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--draw", type=Path, default=None, help="PNG: a trained DVAN arm's maps on its canvases")
+    p.add_argument("--draw-n", type=int, default=4)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     meta = _meta(args)
+    if args.draw is not None:
+        draw(args)
+        return
     if args.latency:
         rows = latency_rows(args)
         if args.json is not None:
