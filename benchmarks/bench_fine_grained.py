@@ -21,7 +21,8 @@ Arms (``--arms``; add one by adding an entry to ``ARMS``):
   same backbone with ``--dvan-steps`` canvases of ``--canvas-size``, with and without the diversity term.
 
 Every run appends a row to ``--json`` (raw output: the engine's summary and per-epoch history, process
-CPU seconds, wall seconds, ms per optimiser step, commit, date, machine, command). ``--latency`` instead
+CPU seconds, wall seconds, ms per optimiser step, commit, date, machine, command). ``--time-steps N``
+instead times ``N`` training steps of each arm (process CPU and wall ms per step). ``--latency`` instead
 times inference of each arm at batch 1 and batch 32 (one thread, the arms interleaved in one run, median
 of ``--reps``) and stores ms per image.
 
@@ -174,6 +175,49 @@ def train_row(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
+def step_time_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Process-CPU and wall ms per training step (loading the batch, forward, backward, AdamW) of each arm.
+
+    Uses the engine's own ``Trainer.train_step`` on its own training batches; the first 2 steps warm up.
+    CPU time is robust to other processes on a shared machine, wall time is not.
+    """
+    from visattn.train import Trainer
+
+    rows = []
+    for arm in args.arms:
+        trainer = Trainer(arm_config(arm, 0, args))
+        trainer.model.train()
+        it = iter(trainer.train_loader)
+        load_cpu, step_cpu, step_wall = [], [], []
+        for i in range(args.time_steps + 2):
+            c0 = time.process_time()
+            x, y = next(it)
+            x = x.contiguous(memory_format=torch.channels_last)
+            c1, w1 = time.process_time(), time.perf_counter()
+            trainer.train_step(x, y)
+            c2, w2 = time.process_time(), time.perf_counter()
+            if i >= 2:
+                load_cpu.append(c1 - c0)
+                step_cpu.append(c2 - c1)
+                step_wall.append(w2 - w1)
+        rows.append(
+            {
+                "arm": arm,
+                "params": sum(p.numel() for p in trainer.model.parameters()),
+                "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+                "batch_size": args.batch_size,
+                "size": args.size,
+                "steps_timed": args.time_steps,
+                "cpu_ms_per_step_load": 1000 * statistics.median(load_cpu),
+                "cpu_ms_per_step_train": 1000 * statistics.median(step_cpu),
+                "wall_ms_per_step_train": 1000 * statistics.median(step_wall),
+            }
+        )
+        print(rows[-1], flush=True)
+        del trainer
+    return rows
+
+
 @torch.no_grad()
 def latency_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     """ms per image of each arm's inference at batch 1 and 32, interleaved, median of ``reps``."""
@@ -274,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--test", action="store_true", help="score the test split (the frozen final run only)")
     p.add_argument("--latency", action="store_true", help="time inference instead of training")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--time-steps", type=int, default=0, help="only time this many training steps per arm")
     p.add_argument("--draw", type=Path, default=None, help="PNG: a trained DVAN arm's maps on its canvases")
     p.add_argument("--draw-n", type=int, default=4)
     args = p.parse_args(argv)
@@ -281,6 +326,11 @@ def main(argv: list[str] | None = None) -> None:
     meta = _meta(args)
     if args.draw is not None:
         draw(args)
+        return
+    if args.time_steps:
+        rows = step_time_rows(args)
+        if args.json is not None:
+            _save(args.json, "step_times", rows, meta)
         return
     if args.latency:
         rows = latency_rows(args)
