@@ -220,7 +220,8 @@ def step_time_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 @torch.no_grad()
 def latency_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """ms per image of each arm's inference at batch 1 and 32, interleaved, median of ``reps``."""
+    """CPU ms per image of each arm's inference at batch 1 and 32 (one thread, the arms interleaved,
+    median of ``reps``; process CPU time, so other processes on a shared machine do not inflate it)."""
     from visattn.train.engine import build_model
 
     models = {}
@@ -237,19 +238,19 @@ def latency_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         for arm, m in models.items():
             for b in (1, 32):
                 iters = 8 if b == 1 else 1
-                t0 = time.perf_counter()
+                t0 = time.process_time()  # CPU time: robust to the other processes of a shared machine
                 for _ in range(iters):
                     m(xs[b])
                 if rep:
-                    times[(arm, b)].append(1000 * (time.perf_counter() - t0) / (iters * b))
+                    times[(arm, b)].append(1000 * (time.process_time() - t0) / (iters * b))
     rows = []
     for arm, m in models.items():
         rows.append(
             {
                 "arm": arm,
                 "params": sum(p.numel() for p in m.parameters()),
-                "ms_per_image_b1": statistics.median(times[(arm, 1)]),
-                "ms_per_image_b32": statistics.median(times[(arm, 32)]),
+                "cpu_ms_per_image_b1": statistics.median(times[(arm, 1)]),
+                "cpu_ms_per_image_b32": statistics.median(times[(arm, 32)]),
                 "reps": args.reps,
                 "size": args.size,
             }
