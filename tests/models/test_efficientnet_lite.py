@@ -59,3 +59,12 @@ def test_st_cnn_runs_over_it():
     net = visattn.create_model("st_cnn", num_classes=3, backbone="efficientnet_lite0", backbone_kwargs=kw)
     assert net.feature_dim == 1280
     assert net(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_checkpoints_with_the_old_head_name_still_load():
+    net = _net()
+    old = {("net._fc." + k[3:] if k.startswith("fc.") else k): v for k, v in net.state_dict().items()}
+    twin = _net()
+    torch.nn.init.zeros_(twin.fc.weight)
+    twin.load_state_dict(old)
+    torch.testing.assert_close(twin.fc.weight, net.fc.weight)

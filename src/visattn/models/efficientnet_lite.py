@@ -85,6 +85,12 @@ class EfficientNetLite(nn.Module):
         self.features = nn.Identity()
         self.input_spec = InputSpec(3, min_size=(32, 32))
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # checkpoints written before the head moved from ``net._fc`` to ``fc`` still load
+        for k in [k for k in state_dict if k.startswith(prefix + "net._fc.")]:
+            state_dict.setdefault(prefix + "fc." + k[len(prefix + "net._fc.") :], state_dict.pop(k))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self.input_spec, x)
         if self.input_norm != "raw":
