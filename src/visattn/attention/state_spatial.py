@@ -1,5 +1,5 @@
 """Soft spatial attention driven by a recurrent state (the attention step of Zhao et al., "Diversified
-Visual Attention Networks for Fine-Grained Object Classification", arXiv:1606.08572, sec. 3.2; the
+Visual Attention Networks for Fine-Grained Object Classification", arXiv:1606.08572; the
 additive form of Xu et al., "Show, Attend and Tell", ICML 2015, eq. 4-6).
 
 For a feature map ``X (B, C, h, w)`` with positions ``i = 1..N`` (``N = h w``) and a state

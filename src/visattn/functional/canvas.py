@@ -1,5 +1,5 @@
 """Attention canvases and the overlap of attention maps across them (Zhao et al., "Diversified Visual
-Attention Networks for Fine-Grained Object Classification", arXiv:1606.08572, sec. 3.1 and 3.3).
+Attention Networks for Fine-Grained Object Classification", arXiv:1606.08572).
 
 A *canvas* is a square crop of the image at one location and scale, resized to the backbone's input
 size; DVAN feeds a fixed sequence of ``T`` canvases, coarse to fine (the whole image, then crops of
@@ -201,9 +201,9 @@ def attention_overlap(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def diversity_loss(maps: torch.Tensor) -> torch.Tensor:
     """DVAN's diversity penalty: the mean overlap of the attention maps of consecutive steps.
 
-    ``L_div = 1 / (B (T - 1)) sum_b sum_{t=1}^{T-1} sum_i min(l_{t,i}, l_{t-1,i})`` (arXiv:1606.08572,
-    sec. 3.3 penalises attending to the same regions at successive steps; the intersection is our
-    form of that overlap). ``L_div = 0`` when each step avoids the previous step's positions, ``1`` when
+    ``L_div = 1 / (B (T - 1)) sum_b sum_{t=1}^{T-1} sum_i min(l_{t,i}, l_{t-1,i})`` (arXiv:1606.08572
+    penalises attending to the same regions at successive steps; the intersection is our form of that
+    overlap, the paper's exact form was not confirmed). ``L_div = 0`` when each step avoids the previous step's positions, ``1`` when
     all steps attend identically; ``T = 1`` gives 0.
 
     Args:

@@ -3,15 +3,17 @@ Networks for Fine-Grained Object Classification", arXiv:1606.08572).
 
 For a square image ``x (B, 3, R, R)``:
 
-1. **Attention canvases** (sec. 3.1): a fixed sequence of ``T`` boxes, coarse to fine: the whole image,
+1. **Attention canvases**: a fixed sequence of ``T`` boxes, coarse to fine: the whole image,
    then crops of decreasing size at several locations (``visattn.functional.canvas.canvas_boxes``, or
    your own ``boxes``). Each is cropped and resized to ``canvas_size`` with one batched ``grid_sample``
    (no per-sample loop): ``(B, T, 3, S, S)``.
 2. **Shared backbone**: all ``B T`` canvases go through the backbone in one batch; the feature map
-   ``X_t (B, C, h, w)`` is the output of the backbone's submodule ``feature_layer`` (read with a
-   forward hook that exists only during a call; what the backbone computes after it is ignored, and
-   its parameters that do not reach the feature map, e.g. a classifier head, are frozen at construction).
-3. **Recurrent soft attention** (sec. 3.2): with LSTM state ``(h_{t-1}, c_{t-1})`` (zeros at ``t = 0``),
+   ``X_t (B, C, h, w)`` is the output of the backbone's submodule ``feature_layer``, read with a
+   forward hook that exists only during a call and that ends the backbone's forward right there (by an
+   exception the model catches), so the layers after it cost nothing; backbone parameters that do not
+   reach the feature map (e.g. a classifier head) are found by one dry run at construction and frozen.
+   (Not tested under ``torch.compile``.)
+3. **Recurrent soft attention**: with LSTM state ``(h_{t-1}, c_{t-1})`` (zeros at ``t = 0``),
    ``l_t = softmax_i(w^T tanh(W_x X_{t,i} + W_h h_{t-1}))`` over the ``N = h w`` positions
    (:class:`visattn.attention.state_spatial.StateSpatialAttention`, through ``AttentionTap("spatial")``
    so ``AttentionRecorder`` records ``T`` maps ``(B, 1, h, w)``), ``x_t = sum_i l_{t,i} X_{t,i}``,
@@ -21,11 +23,11 @@ For a square image ``x (B, 3, R, R)``:
 Training losses (the engine's ``extra_losses`` contract, docs/ARCHITECTURE.md): the engine's
 cross-entropy of the averaged logits, plus
 
-* ``step_ce``: ``step_loss_weight * mean_t CE(z_t, y)``, every step supervised as in the paper;
+* ``step_ce``: ``step_loss_weight * mean_t CE(z_t, y)``, every step supervised (our reading of the paper);
 * ``diversity``: ``diversity_weight * L_div``, the mean overlap ``sum_i min(l_t, l_{t-1})`` of consecutive
   steps' maps, compared in the *image* frame (each canvas's map is moved onto a grid over the whole
   image, ``canvas_maps_to_image``), so it penalises looking at the same image regions at successive
-  steps (sec. 3.3). ``diversity_weight=0`` is the ablation without it.
+  steps. ``diversity_weight=0`` is the ablation without it.
 
 ``forward`` returns ``{"logits": (B, K), "step_logits": (B, T, K), "attention": (B, T, h, w)}``.
 """
