@@ -14,6 +14,7 @@ from visattn.registry import Registry
 # Models whose builder needs more than the defaults; the kwargs they get here.
 _MODEL_KWARGS = {
     "dasnet": lambda: {"base": visattn.create_model("mnist_cnn", num_classes=7)},
+    "dvan": lambda: {"backbone": "resnet20", "feature_layer": "layer3", "image_size": 40, "canvas_size": 32},
 }
 # Attention modules whose forward takes more than a feature map (tested in their own files).
 _NOT_FEATURE_MAP = {"glimpse"}

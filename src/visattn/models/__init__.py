@@ -13,6 +13,8 @@ from visattn.models._registry import create_model, get_model_builder, list_model
 # Papers' networks register themselves on import; keep one import line per file below.
 from visattn.models.attention_net import ResidualAttentionNet  # noqa: F401  (registers attention*)
 from visattn.models.dasnet import DasNet  # noqa: F401  (registers dasnet)
+from visattn.models.dvan import DVAN  # noqa: F401  (registers dvan)
+from visattn.models.efficientnet_lite import EfficientNetLite  # noqa: F401  (registers efficientnet_lite0)
 from visattn.models.ram import RecurrentAttention  # noqa: F401  (registers ram)
 from visattn.models.se_resnet import SEBasicBlock, SEBottleneck  # noqa: F401  (registers se_resnet*)
 from visattn.models.stn import MultiSTNet, STClassifier  # noqa: F401  (registers fcn/cnn/st_*_mnist, st_cnn)
