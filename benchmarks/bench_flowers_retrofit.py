@@ -205,7 +205,7 @@ class FlowersTrainer(Trainer):
                 for (new, decay), ps in groups.items()
             ]
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.scheduler.lr_lambdas[0])
+        self.scheduler = self.make_scheduler(self.optimizer)
 
     def train_epoch(self, batches: Any = None) -> dict[str, float]:
         if batches is None:

@@ -103,7 +103,7 @@ class STNTrainer(Trainer):
     """The engine's ``Trainer`` with the two hooks of this recipe.
 
     - ``loc_lr_mult``: the localisation nets train at ``lr * loc_lr_mult`` (the paper lowers their rate);
-      the optimiser is rebuilt with two parameter groups under the engine's own schedule function.
+      the optimiser is rebuilt with two parameter groups under the engine's own schedule (``make_scheduler``).
     - ``regenerate(epoch)``: with ``--fresh-train``, before every epoch after the first the training
       digits get new distortions (validation and test images are untouched).
     """
@@ -125,8 +125,7 @@ class STNTrainer(Trainer):
         cfg = self.cfg
         groups = [{"params": rest, "lr": cfg.lr}, {"params": loc, "lr": cfg.lr * self.loc_lr_mult}]
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        mult = self.scheduler.lr_lambdas[0]
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, mult)
+        self.scheduler = self.make_scheduler(self.optimizer)
 
     def train_epoch(self, batches: Any = None) -> dict[str, float]:
         if self.regenerate is not None and batches is None and self.start_epoch > 0:

@@ -32,6 +32,9 @@ ALLOWED: dict[str, set[str]] = {
     "models": BASE | {"functional", "attention", "learning", "checkpoint", "retrofit"},
     "viz": BASE | {"functional", "attention", "models"},
     "train": BASE | {"functional", "attention", "data", "models", "learning", "checkpoint", "retrofit"},
+    # staged workflows over models and the engine (two-level attention): below the apps, above train
+    "pipelines": BASE
+    | {"functional", "attention", "data", "models", "learning", "checkpoint", "retrofit", "train", "viz"},
 }
 EVERYTHING = set(ALLOWED) | APPS
 for _app in APPS:

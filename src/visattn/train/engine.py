@@ -92,6 +92,20 @@ class Trainer:
         self.splits, self.loaders, self.train_sampler = data.splits, data.loaders, data.train_sampler
         self.train_loader, self.val_loader, self.test_loader = data.train, data.val, data.test
 
+    def make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        """The run's learning-rate schedule (``cfg.schedule``, warm-up, per-step) over ``optimizer``; a
+        subclass that rebuilds the optimiser (e.g. with parameter groups) calls it again."""
+        cfg = self.cfg
+        return build_scheduler(
+            optimizer,
+            cfg.schedule,
+            total_steps=cfg.epochs * self.steps_per_epoch,
+            steps_per_epoch=self.steps_per_epoch,
+            warmup_steps=int(cfg.warmup_epochs * self.steps_per_epoch),
+            step_epochs=cfg.step_epochs,
+            gamma=cfg.step_gamma,
+        )
+
     def _setup_model(self) -> None:
         cfg, info = self.cfg, self.info
         model = build_model(
@@ -129,15 +143,7 @@ class Trainer:
                 )
             else:
                 self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-            self.scheduler = build_scheduler(
-                self.optimizer,
-                cfg.schedule,
-                total_steps=cfg.epochs * self.steps_per_epoch,
-                steps_per_epoch=self.steps_per_epoch,
-                warmup_steps=int(cfg.warmup_epochs * self.steps_per_epoch),
-                step_epochs=cfg.step_epochs,
-                gamma=cfg.step_gamma,
-            )
+            self.scheduler = self.make_scheduler(self.optimizer)
         self.extra_losses = getattr(model, "extra_losses", None)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
