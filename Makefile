@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch>=2.4" "torchvision>=0.19"
 	$(BIN)/pip install --quiet -e ".[test,timm,viz,docs]"
+	# grad-cam pulls opencv-python-headless, whose cv2 has no ximgproc (selective search); both ship cv2/,
+	# so install the contrib build last for its files to win.
+	$(BIN)/pip install --quiet --force-reinstall --no-deps opencv-contrib-python-headless
+	$(BIN)/python -c "import cv2; assert hasattr(cv2, 'ximgproc'), 'cv2 lacks ximgproc'"
 	touch $@
 
 # Fashion-MNIST from Debian's package, when we may install packages (root) and it is missing.
