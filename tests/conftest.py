@@ -67,3 +67,13 @@ def train_argv(
     for item in ("progress=false", f"limit_train={limit_train}", *sets):
         argv += ["--set", item]
     return [*argv, *extra]
+
+
+@pytest.fixture
+def shapes_dir(tmp_path: Path) -> Path:
+    """Two-level pipeline tests: ``train/`` (4 per class) and ``val/`` (2 per class) of three shape
+    classes, 40x40 PNGs. (Kept here, not in ``tests/pipelines/conftest.py``: a second module named
+    ``conftest`` would shadow this one for ``from conftest import ...``.)"""
+    from two_level_helpers import make_folder  # tests/pipelines/, on sys.path while its tests run
+
+    return make_folder(tmp_path / "shapes", per_class={"train": 4, "val": 2})

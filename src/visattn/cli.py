@@ -322,6 +322,9 @@ def _model_rows(names: list[str]) -> list[tuple[str, str, str, str]]:
             need = re.findall(r"argument: '(\w+)'", str(e))
             rows.append((name, "-", "-", f"(needs {need[0]}=...)" if need else "(needs options)"))
             continue
+        except (RuntimeError, NotImplementedError):  # a builder that reads tensor values (not on meta)
+            rows.append((name, "?", "?", "?"))
+            continue
         spec = getattr(model, "input_spec", None)
         if spec is None:
             size, chans = "?", "?"
@@ -461,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``visattn`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.quiet, args.verbose)
+    _setup_logging(
+        getattr(args, "quiet", False), getattr(args, "verbose", False)
+    )  # subcommands without -q/-v
     handlers = {
         "list": _cmd_list,
         "train": _cmd_train,
