@@ -286,6 +286,22 @@ def draw(args: argparse.Namespace) -> None:
     fig = plot_canvases(model.canvases(x), out["attention"], titles=titles, step_titles=steps)
     fig.savefig(args.draw, dpi=80)
     print(f"wrote {args.draw} (epoch {ck['epoch']} weights, val top1 {ck['val_top1']:.2f})")
+    # how peaked each step's map is, over 40 validation images spread over the classes
+    idx = [i * (len(val.dataset) // 40) for i in range(40)]
+    x40, _ = val.collate_fn([val.dataset[i] for i in idx])
+    maps = model(x40)["attention"]
+    stats = {
+        "arm": arm,
+        "seed": args.seeds[0],
+        "images": len(idx),
+        "epoch": ck["epoch"],
+        "mean_max_weight_per_step": maps.flatten(2).max(-1).values.mean(0).tolist(),
+        "uniform_weight": 1.0 / maps[0, 0].numel(),
+        "diversity": model.diversity(maps).item(),
+    }
+    print(stats, flush=True)
+    if args.json is not None:
+        _save(args.json, "dvan_maps", [stats], _meta(args))
 
 
 def _save(path: Path, key: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
