@@ -19,14 +19,18 @@ _STAGES = ("proposals", "filter", "domain", "part", "fuse", "all")
 def add_pipeline_parser(sub: Any) -> None:
     """Register the ``pipeline`` sub-command on ``sub`` (an argparse sub-parsers object)."""
     pp = sub.add_parser("pipeline", help="run an app-level pipeline (two-level attention)")
-    kinds = pp.add_subparsers(dest="pipeline", required=True, parser_class=type(pp))
+    kinds = pp.add_subparsers(
+        dest="pipeline", required=True, parser_class=type(pp), help="which pipeline to run"
+    )
     tl = kinds.add_parser(
         "two-level",
         help="two-level attention (Xiao et al., CVPR 2015): proposals, object and part attention, fusion",
         description="Stages are cached under the config's `out`; --stage re-runs one of them.",
     )
     tl.add_argument("--config", help="YAML file of TwoLevelConfig fields")
-    tl.add_argument("--stage", choices=_STAGES, default="all")
+    tl.add_argument(
+        "--stage", choices=_STAGES, default="all", help="run only this stage (earlier caches must be valid)"
+    )
     tl.add_argument("--workers", type=int, default=1, help="processes for selective search")
     tl.add_argument(
         "--set", action="append", metavar="KEY=VALUE", dest="overrides", help="override a config field"
