@@ -80,7 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate weights on a dataset's test (or validation) split")
     ev.add_argument("--model", help="model name (default: the one in the checkpoint's config)")
-    ev.add_argument("--weights", required=True, help="checkpoint or weights file")
+    ev.add_argument("--weights", help="checkpoint or weights file (or use --pretrained)")
+    ev.add_argument(
+        "--pretrained",
+        nargs="?",
+        const=True,
+        metavar="TAG",
+        help="the package's weights for --model (or TAG/path/URL)",
+    )
     ev.add_argument("--data", help="dataset name (default: the checkpoint's)")
     ev.add_argument("--data-dir")
     ev.add_argument("--split", choices=["test", "val"], default="test")
@@ -88,9 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model-arg", action="append", metavar="KEY=VALUE")
     ev.add_argument("--batch-size", type=int, default=256)
 
-    ex = sub.add_parser("export", help="write a checkpoint's model weights as a .safetensors file")
-    ex.add_argument("--weights", required=True, help="checkpoint or weights file (loaded weights-only)")
-    ex.add_argument("--out", required=True, help="output path, ending in .safetensors")
+    ex = sub.add_parser("export", help="export a model to ONNX / torch.export, or weights to .safetensors")
+    ex.add_argument("--weights", help="checkpoint or weights file (loaded weights-only)")
+    ex.add_argument("--out", required=True, help="output path (.safetensors, .onnx or .pt2)")
+    ex.add_argument("--format", choices=["safetensors", "onnx", "torch_export"], default="safetensors")
+    ex.add_argument("--model", help="model name (onnx/torch_export; default: the checkpoint's)")
+    ex.add_argument(
+        "--pretrained", nargs="?", const=True, metavar="TAG", help="the package's weights for --model"
+    )
+    ex.add_argument("--model-arg", action="append", metavar="KEY=VALUE")
+    ex.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="default: the model's")
+    ex.add_argument("--static-batch", action="store_true", help="fix the batch size (default: dynamic)")
 
     de = sub.add_parser("demo", help="the main job: train a baseline and each attention model, compare")
     de.add_argument("--out", default="runs/demo")
@@ -187,6 +202,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.pretrained is not None:
+        return _cmd_eval_pretrained(args)
+    if args.weights is None:
+        raise ValueError("--weights or --pretrained is needed")
     from visattn.data import load_dataset, make_loaders
     from visattn.train import TrainConfig, build_model, evaluate, safe_load
     from visattn.train.engine import check_model_fits
@@ -249,9 +268,49 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_pretrained(args: argparse.Namespace) -> int:
+    """``visattn eval --model NAME --pretrained [TAG]``: the card's dataset, split and preprocessing."""
+    import torch
+
+    import visattn
+    from visattn.data import load_dataset, make_loaders
+    from visattn.train import evaluate
+
+    if args.model is None:
+        raise ValueError("--pretrained needs --model")
+    _check_names(args.model, args.data, None)
+    net = visattn.create_model(args.model, pretrained=args.pretrained, **_kv(args.model_arg, "--model-arg"))
+    card: dict[str, Any] = getattr(net, "pretrained_card")  # noqa: B009  (set by create_model)
+    data = args.data or card["dataset"]
+    seed = int(card.get("seed", 0))
+    splits = load_dataset(data, data_dir=args.data_dir, seed=seed, **dict(card.get("data_kwargs") or {}))
+    loaders = make_loaders(
+        splits,
+        batch_size=args.batch_size,
+        val_fraction=float(card.get("val_fraction", 0.1)),
+        seed=seed,
+        augment="none",
+        eval_batch_size=args.batch_size,
+    )
+    loader = loaders.test if args.split == "test" else loaders.val
+    if loader is None:
+        raise ValueError(f"--split {args.split}: no {args.split} split")
+    res = evaluate(net, loader, torch.device("cpu"))
+    card_top1 = card.get(f"{args.split}_top1")
+    print(json.dumps({"model": args.model, "data": data, "split": args.split, **res, "card_top1": card_top1}))
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.format != "safetensors":
+        from visattn.export import export_from_args
+
+        print(json.dumps(export_from_args(args, _kv(args.model_arg, "--model-arg"))))
+        return 0
+    if args.weights is None:
+        raise ValueError("--weights is needed for --format safetensors")
     from visattn.train import export_safetensors, safe_load
     from visattn.train.checkpoint import extract_state_dict
 

@@ -47,6 +47,12 @@ def _pair_sums(u: torch.Tensor, v: torch.Tensor, k: torch.Tensor) -> tuple[torch
     return dot.view(b, c), total.view(b, c)
 
 
+def exporting() -> bool:
+    """True while ``torch.onnx``, ``torch.export`` or the JIT tracer records a forward: SE then takes the
+    plain (unfused) composition, which exporters translate (e.g. ``addmm``'s traced ``alpha`` is not)."""
+    return bool(torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting())
+
+
 def can_fuse(c: torch.Tensor) -> bool:
     """The fused batch-norm tails need an NCHW-contiguous map (``_pair_sums`` views it as one sample)."""
     return c.is_contiguous()

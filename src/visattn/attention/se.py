@@ -108,6 +108,15 @@ class SqueezeExcite(nn.Module):
     def _gate(self, s: torch.Tensor, alpha: float) -> torch.Tensor:
         """Eq. 3 from the pooled sums or maxima ``s (B, C)``; ``alpha`` is the pooling's ``1 / (H W)``."""
         fc1, fc2 = self.fc1, self.fc2
+        if _se_fused.exporting():  # plain layers an exporter translates; same values (tests/test_export.py)
+            z = fc2(torch.relu(fc1(s * alpha)))
+            if self.gate == "sigmoid":
+                g = 2.0 * torch.sigmoid(z) if self.identity_init else torch.sigmoid(z)
+            elif self.gate == "tanh":
+                g = 1.0 + torch.tanh(z) if self.identity_init else torch.tanh(z)
+            else:
+                g = torch.relu(z)
+            return self.tap(g)
         return _se_fused.excite(self, s, alpha, fc1.weight, fc1.bias, fc2.weight, fc2.bias)[2]
 
     def excitation(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,6 +158,8 @@ class SqueezeExcite(nn.Module):
                 f"shortcut must have the shape of x {tuple(x.shape)}, got {tuple(shortcut.shape)}"
             )
         b, c, h, w = x.shape
+        if _se_fused.exporting():  # the unfused composition (see ``_se_fused.exporting``)
+            return torch.relu(self(x) + shortcut)
         if torch.is_grad_enabled():
             fc1, fc2 = self.fc1, self.fc2
             weights = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
@@ -181,7 +192,7 @@ class SqueezeExcite(nn.Module):
           inference) take the unfused path: there one pass costs less than the six small operations
           that fold the batch norm into the gate (see ``docs/results/se.md``).
 
-        Otherwise this is ``self.residual_relu(norm(c), shortcut, inplace=...)``. Outputs, gradients and
+        Otherwise (and while exporting: ``_se_fused.exporting()``) this is ``self.residual_relu(norm(c), shortcut, inplace=...)``. Outputs, gradients and
         buffers equal the unfused composition's up to float rounding (tested in float64).
 
         Shapes: ``c (B, C, H, W)``, ``shortcut (B, C, H, W)`` -> ``(B, C, H, W)``.
@@ -195,6 +206,7 @@ class SqueezeExcite(nn.Module):
         """
         if (
             self.pool == "avg"
+            and not _se_fused.exporting()  # exporters record the plain composition below
             and type(norm) is nn.BatchNorm2d
             and norm.affine
             and not (norm._forward_hooks or norm._forward_pre_hooks)
