@@ -4,8 +4,9 @@ For each model: export to ONNX through ``visattn.export.export_onnx`` (dynamic b
 onnxruntime's logits against PyTorch's (max abs difference), then time both runtimes. One thread each
 (``torch.set_num_threads(1)``; onnxruntime ``intra_op_num_threads=1``, ``inter_op_num_threads=1``,
 sequential execution, all graph optimisations). Every round times every (model, batch, runtime) once, in a
-rotating order, so load changes on a shared machine hit all of them alike; the report gives medians
-over rounds and, for the ratios, the median of the per-round ratios (pairs timed seconds apart).
+rotating order (batch, then model, then runtime: the pairs compared run back to back), so load changes
+on a shared machine hit all of them alike; the report gives medians over rounds and, for the ratios,
+the median of the per-round ratios.
 
 SE's overhead: ``se_resnet50`` vs ``resnet50`` at the same input size, per runtime and batch size.
 
@@ -36,10 +37,10 @@ from visattn.export import export_onnx
 # name -> (create_model kwargs, input (C, H, W), pretrained tag or None)
 MODELS: dict[str, tuple[dict[str, Any], tuple[int, int, int], str | None]] = {
     "resnet20": ({}, (3, 32, 32), None),
-    "st_cnn_mnist": ({}, (1, 42, 42), "mnist_rts"),
+    "st_cnn_mnist": ({"image_size": 42}, (1, 42, 42), "mnist_rts"),
     "attention56": ({}, (3, 112, 112), None),
     "resnet50": ({}, (3, 112, 112), None),
-    "se_resnet50": ({}, (3, 112, 112), None),
+    "se_resnet50": ({}, (3, 112, 112), None),  # keep next to resnet50 (SE overhead pairs)
 }
 
 
@@ -55,9 +56,7 @@ def parse_args() -> argparse.Namespace:
 
 def build(name: str) -> nn.Module:
     kwargs, shape, tag = MODELS[name]
-    if tag is not None and tag in [
-        s.split(".", 1)[1] for s in visattn.models._pretrained.list_pretrained(name)
-    ]:
+    if tag is not None and tag in [s.split(".", 1)[1] for s in visattn.models.list_pretrained(name)]:
         return visattn.create_model(name, pretrained=tag)
     torch.manual_seed(0)
     model = visattn.create_model(name, **kwargs)
@@ -134,7 +133,10 @@ def main() -> None:
                 one = per_call(fn, 1)
                 reps = max(1, int(args.min_time / max(one, 1e-6)))
                 runners[(name, b, rt)] = (fn, reps)
-    keys = list(runners)
+    # batch, then model, then runtime: the two runtimes of a model, and resnet50 / se_resnet50, run
+    # back to back, so each ratio compares timings taken under the same load
+    order = {n: i for i, n in enumerate(args.models)}
+    keys = sorted(runners, key=lambda k: (k[1], order[k[0]], k[2] != "torch"))
     times: dict[str, list[float]] = {f"{n}|b{b}|{rt}": [] for n, b, rt in keys}
     for r in range(args.rounds):
         order = keys[r % len(keys) :] + keys[: r % len(keys)]

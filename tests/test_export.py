@@ -175,6 +175,7 @@ def test_cli_export_onnx_and_torch_export(tmp_path, capsys):
         == 0
     )
     assert '"format": "onnx"' in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # self-contained: no external-data file
     x = torch.randn(3, 1, 28, 28)
     assert run_onnx(tmp_path / "m.onnx", x).shape == (3, 10)
     out = tmp_path / "s.pt2"

@@ -197,7 +197,8 @@ def export_onnx(
     dynamo: bool = True,
 ) -> Path:
     """Write the model's eval forward as ONNX to ``path``: input ``"x" (B, C, H, W)``, output
-    ``"logits" (B, K)``, ``B`` dynamic when ``dynamic_batch``. Returns the path.
+    ``"logits" (B, K)``, ``B`` dynamic when ``dynamic_batch``. Returns the path. One self-contained
+    file (weights inside, no external-data file beside it).
 
     ``dynamo=True`` (default) exports through ``torch.export``; if onnxscript's graph optimiser fails on
     the exported graph (it does on dasNet's batch-dependent split), the unoptimised graph is written
@@ -218,12 +219,29 @@ def export_onnx(
             return path
         dyn = _dynamic(dynamic_batch, input_shape[0])
         try:
-            torch.onnx.export(net, (x,), str(path), dynamo=True, dynamic_shapes=dyn, verbose=False, **common)
+            torch.onnx.export(
+                net,
+                (x,),
+                str(path),
+                dynamo=True,
+                dynamic_shapes=dyn,
+                external_data=False,
+                verbose=False,
+                **common,
+            )
         except Exception as e:  # onnxscript's optimiser (not the export) failed: write the plain graph
             if "optimiz" not in str(e).lower() and "PassError" not in type(e).__name__:
                 raise
             torch.onnx.export(
-                net, (x,), str(path), dynamo=True, dynamic_shapes=dyn, optimize=False, verbose=False, **common
+                net,
+                (x,),
+                str(path),
+                dynamo=True,
+                dynamic_shapes=dyn,
+                external_data=False,
+                optimize=False,
+                verbose=False,
+                **common,
             )
     return path
 
