@@ -1,6 +1,7 @@
 """Export (``visattn.export``, ``visattn export``): every registered model exports to ONNX with a dynamic
-batch, and onnxruntime's logits equal PyTorch's within ``TOL`` (max abs difference) at batch 1 and 3
-(exported at batch 2); models that cannot be exported say why.
+batch, and onnxruntime's logits equal PyTorch's within ``TOL = 1e-4`` (max abs difference, scaled by the
+logits' magnitude when it exceeds 1) at batch 1 and 3 (exported at batch 2); models that cannot be
+exported say why.
 
 Random networks are first given batch-norm running statistics from one training-mode pass (cumulative
 average), so their logits are O(1) and an absolute tolerance means something; deep random ResNets
@@ -28,8 +29,16 @@ from visattn.export import (
     run_onnx,
 )
 
-#: Largest |onnxruntime - PyTorch| allowed on the logits (float32).
+#: Largest |onnxruntime - PyTorch| allowed on the logits (float32), times max(1, max |logit|): the random
+#: ImageNet-sized networks at 32x32 give logits up to ~10, where 50 layers of float32 rounding reach ~6e-4.
 TOL = 1e-4
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    assert got.shape == want.shape, what
+    bound = TOL * max(1.0, want.abs().max().item())
+    assert (got - want).abs().max().item() <= bound, what
+
 
 # Exports that take more than a few seconds on one busy core (torch.export + ONNX translation).
 SLOW = {
@@ -94,9 +103,7 @@ def test_onnx_matches_pytorch_with_dynamic_batch(name, tmp_path):
     for batch in (1, 3):
         x = torch.randn(batch, *shape[1:])
         want = logits(model, x)
-        got = run_onnx(path, x, threads=1)
-        assert got.shape == want.shape
-        assert (got - want).abs().max().item() <= TOL, name
+        assert_close(run_onnx(path, x, threads=1), want, name)
 
 
 @pytest.mark.parametrize("name", ["se_resnet20", "st_cnn_mnist", "ram", "dasnet", "mnist_cnn"])
@@ -108,8 +115,8 @@ def test_torch_export_program_matches(name, tmp_path):
     for batch in (1, 3):
         x = torch.randn(batch, *shape[1:])
         want = logits(model, x)
-        assert (ep.module()(x) - want).abs().max().item() <= TOL
-        assert (loaded(x) - want).abs().max().item() <= TOL
+        assert_close(ep.module()(x), want, name)
+        assert_close(loaded(x), want, name)
 
 
 def test_se_exports_through_the_legacy_exporter_too(tmp_path):
@@ -118,7 +125,7 @@ def test_se_exports_through_the_legacy_exporter_too(tmp_path):
     model = build("se_resnet20")
     path = export_onnx(model, tmp_path / "se.onnx", (2, 3, 16, 16), dynamo=False)
     x = torch.randn(3, 3, 16, 16)
-    assert (run_onnx(path, x) - logits(model, x)).abs().max().item() <= TOL
+    assert_close(run_onnx(path, x), logits(model, x), "se_resnet20 (legacy exporter)")
 
 
 def test_export_leaves_the_model_and_its_caches_alone():
