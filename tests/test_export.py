@@ -29,8 +29,8 @@ from visattn.export import (
     run_onnx,
 )
 
-#: Largest |onnxruntime - PyTorch| allowed on the logits (float32), times max(1, max |logit|): the random
-#: ImageNet-sized networks at 32x32 give logits up to ~10, where 50 layers of float32 rounding reach ~6e-4.
+#: Largest |onnxruntime - PyTorch| allowed on the logits (float32), times max(1, max |logit|): deep random
+#: networks give logits up to ~10 (resnet50 at 32 px: 6e-4 difference at |logit| 10).
 TOL = 1e-4
 
 
@@ -60,6 +60,12 @@ SLOW = {
 }
 
 
+def size_for(model: nn.Module) -> int:
+    """32 px, or 64 for ImageNet-style networks (at 32 px their last maps are 1x1 and the calibrated
+    batch norms amplify rounding: attention92 reached 1.5e-4 x its logit scale there, 4e-5 at 64 px)."""
+    return 64 if model.input_spec.min_size[0] >= 32 else 32
+
+
 def build(name: str) -> nn.Module:
     """A small random instance of ``name`` with calibrated batch norms, in eval mode."""
     torch.manual_seed(0)
@@ -67,7 +73,7 @@ def build(name: str) -> nn.Module:
         base = build("mnist_cnn")
         return visattn.create_model("dasnet", base=base, passes=2).eval()
     model = visattn.create_model(name)
-    shape = default_input_shape(model, batch=8, size=32)
+    shape = default_input_shape(model, batch=16, size=size_for(model))
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in norms:
         m.reset_running_stats()
@@ -95,7 +101,7 @@ def test_every_registered_model_is_covered():
 )
 def test_onnx_matches_pytorch_with_dynamic_batch(name, tmp_path):
     model = build(name)
-    shape = default_input_shape(model, batch=2, size=32)
+    shape = default_input_shape(model, batch=2, size=size_for(model))
     path = export_onnx(model, tmp_path / f"{name}.onnx", shape)
     onnx.checker.check_model(str(path))
     graph_input = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
