@@ -16,7 +16,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "visattn"
 
 BASE = {"_validate", "registry", "_dist", "_deprecated", "_files"}
-APPS = {"cli", "demo", "report", "callbacks", "__main__", "__init__"}
+APPS = {"cli", "demo", "report", "callbacks", "export", "__main__", "__init__"}
 ALLOWED: dict[str, set[str]] = {
     "_validate": set(),
     "registry": set(),

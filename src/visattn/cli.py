@@ -166,7 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
         "data are rebuilt from the config saved with the weights (visattn.train.load_run); options override it.",
     )
     ev.add_argument("--model", help="model name (default: the one in the checkpoint's config)")
-    ev.add_argument("--weights", required=True, help="run folder, checkpoint or .safetensors weights file")
+    ev.add_argument(
+        "--weights", help="run folder, checkpoint or .safetensors weights file (or use --pretrained)"
+    )
+    ev.add_argument(
+        "--pretrained",
+        nargs="?",
+        const=True,
+        metavar="TAG",
+        help="the package's weights for --model (or TAG/path/URL)",
+    )
     ev.add_argument("--data", help="dataset name (default: the checkpoint's)")
     ev.add_argument("--data-dir", help="dataset path (default: the checkpoint's, for the same dataset)")
     ev.add_argument("--split", choices=["test", "val"], default="test", help="which split to score")
@@ -185,10 +194,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
 
     ex = sub.add_parser(
-        "export", parents=common, help="write a checkpoint's model weights as a .safetensors file"
+        "export",
+        parents=common,
+        help="export a model to ONNX / torch.export, or weights to .safetensors",
     )
-    ex.add_argument("--weights", required=True, help="checkpoint or weights file (loaded weights-only)")
-    ex.add_argument("--out", required=True, help="output path, ending in .safetensors")
+    ex.add_argument("--weights", help="checkpoint or weights file (loaded weights-only)")
+    ex.add_argument("--out", required=True, help="output path (.safetensors, .onnx or .pt2)")
+    ex.add_argument(
+        "--format",
+        choices=["safetensors", "onnx", "torch_export"],
+        default="safetensors",
+        help="safetensors: the weights with the run's metadata; onnx / torch_export: the model",
+    )
+    ex.add_argument("--model", help="model name (onnx/torch_export; default: the checkpoint's)")
+    ex.add_argument(
+        "--pretrained", nargs="?", const=True, metavar="TAG", help="the package's weights for --model"
+    )
+    ex.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="option of the model builder")
+    ex.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="default: the model's")
+    ex.add_argument("--static-batch", action="store_true", help="fix the batch size (default: dynamic)")
 
     de = sub.add_parser(
         "demo", parents=common, help="the main job: train a baseline and each attention model, compare"
@@ -393,6 +417,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.pretrained is not None:
+        return _cmd_eval_pretrained(args)
+    if args.weights is None:
+        raise ValueError("--weights or --pretrained is needed")
     import torch
 
     from visattn.train import apply_overrides, evaluate, load_run
@@ -420,9 +448,49 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_pretrained(args: argparse.Namespace) -> int:
+    """``visattn eval --model NAME --pretrained [TAG]``: the card's dataset, split and preprocessing."""
+    import torch
+
+    import visattn
+    from visattn.data import load_dataset, make_loaders
+    from visattn.train import evaluate
+
+    if args.model is None:
+        raise ValueError("--pretrained needs --model")
+    _check_names(args.model, args.data, None)
+    net = visattn.create_model(args.model, pretrained=args.pretrained, **_kv(args.model_arg, "--model-arg"))
+    card: dict[str, Any] = getattr(net, "pretrained_card")  # noqa: B009  (set by create_model)
+    data = args.data or card["dataset"]
+    seed = int(card.get("seed", 0))
+    splits = load_dataset(data, data_dir=args.data_dir, seed=seed, **dict(card.get("data_kwargs") or {}))
+    loaders = make_loaders(
+        splits,
+        batch_size=args.batch_size,
+        val_fraction=float(card.get("val_fraction", 0.1)),
+        seed=seed,
+        augment="none",
+        eval_batch_size=args.batch_size,
+    )
+    loader = loaders.test if args.split == "test" else loaders.val
+    if loader is None:
+        raise ValueError(f"--split {args.split}: no {args.split} split")
+    res = evaluate(net, loader, torch.device("cpu"))
+    card_top1 = card.get(f"{args.split}_top1")
+    print(json.dumps({"model": args.model, "data": data, "split": args.split, **res, "card_top1": card_top1}))
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.format != "safetensors":
+        from visattn.export import export_from_args
+
+        print(json.dumps(export_from_args(args, _kv(args.model_arg, "--model-arg"))))
+        return 0
+    if args.weights is None:
+        raise ValueError("--weights is needed for --format safetensors")
     from visattn.checkpoint import export_safetensors, extract_state_dict, safe_load
     from visattn.train.run import REBUILD_KEYS
 

@@ -43,10 +43,20 @@ from visattn._validate import check_choice, check_positive, check_tensor, check_
 from visattn.attention._registry import register_attention
 from visattn.attention._tap import AttentionTap
 
-__all__ = ["SqueezeExcite", "POOLS", "GATES", "excite"]
+__all__ = ["SqueezeExcite", "POOLS", "GATES", "excite", "exporting"]
 
 POOLS = ("avg", "max")
 GATES = ("sigmoid", "tanh", "relu")
+
+
+def exporting() -> bool:
+    """True while ``torch.onnx``, ``torch.export`` or the JIT tracer records a forward: SE then takes the
+    plain (unfused) composition, which exporters translate (e.g. ``addmm``'s traced ``alpha`` is not).
+
+    >>> exporting()
+    False
+    """
+    return bool(torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting())
 
 
 @register_attention("se")
@@ -106,6 +116,15 @@ class SqueezeExcite(nn.Module):
     def _gate(self, s: torch.Tensor, alpha: float) -> torch.Tensor:
         """Eq. 3 from the pooled sums or maxima ``s (B, C)``; ``alpha`` is the pooling's ``1 / (H W)``."""
         fc1, fc2 = self.fc1, self.fc2
+        if exporting():  # plain layers an exporter translates; same values (tests/test_export.py)
+            z = fc2(torch.relu(fc1(s * alpha)))
+            if self.gate == "sigmoid":
+                g = 2.0 * torch.sigmoid(z) if self.identity_init else torch.sigmoid(z)
+            elif self.gate == "tanh":
+                g = 1.0 + torch.tanh(z) if self.identity_init else torch.tanh(z)
+            else:
+                g = torch.relu(z)
+            return self.tap(g)
         return excite(self, s, alpha, fc1.weight, fc1.bias, fc2.weight, fc2.bias)[2]
 
     def excitation(self, x: torch.Tensor) -> torch.Tensor:

@@ -325,7 +325,10 @@ def extract_glimpses(
     levels = pyramid.levels  # (B, k, C, H2, W2)
     h2, w2 = levels.shape[-2:]
     dtype = levels.dtype
-    offsets = _pyramid_grid_offsets(tuple(sides), size, pyramid.pad, (h2, w2), images.device, dtype)
+    # an exporter's tensors must not enter (or come from) the cache: build them afresh while exporting
+    exporting = torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+    make = _pyramid_grid_offsets.__wrapped__ if exporting else _pyramid_grid_offsets
+    offsets = make(tuple(sides), size, pyramid.pad, (h2, w2), images.device, dtype)
     # the centre is (l + 1) W / 2 pixels right of the image's left edge: (l + 1) W / W2 in normalised units
     centre = (locations.to(dtype) + 1.0) * torch.tensor([w / w2, h / h2], device=images.device, dtype=dtype)
     grid = (centre[:, None, :] + offsets[None]).view(b * num_scales, size, size, 2)  # (B k, g, g, 2)

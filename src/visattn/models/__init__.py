@@ -8,6 +8,7 @@ True
 from visattn.models import mnist_cnn, resnet, resnet_cifar  # noqa: F401  (registers models)
 from visattn.models._common import InputSpec
 from visattn.models._load import load_model
+from visattn.models._pretrained import list_pretrained
 from visattn.models._registry import create_model, get_model_builder, list_models, register_model
 
 # Papers' networks register themselves on import; keep one import line per file below.
@@ -19,4 +20,12 @@ from visattn.models.ram import RecurrentAttention  # noqa: F401  (registers ram)
 from visattn.models.se_resnet import SEBasicBlock, SEBottleneck  # noqa: F401  (registers se_resnet*)
 from visattn.models.stn import MultiSTNet, STClassifier  # noqa: F401  (registers fcn/cnn/st_*_mnist, st_cnn)
 
-__all__ = ["InputSpec", "create_model", "get_model_builder", "list_models", "load_model", "register_model"]
+__all__ = [
+    "InputSpec",
+    "create_model",
+    "get_model_builder",
+    "list_models",
+    "list_pretrained",
+    "load_model",
+    "register_model",
+]

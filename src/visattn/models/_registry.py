@@ -5,6 +5,7 @@ Builders are keyword-only: ``create_model(name, *, num_classes=10, in_chans=3, .
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -21,15 +22,26 @@ def register_model(name: str | None = None):
     return _MODELS.register(name)
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(name: str, pretrained: bool | str | Path = False, **kwargs: Any) -> nn.Module:
     """Build the model registered as ``name``; options are keyword-only.
+
+    ``pretrained``: ``True`` (the package's default weights for ``name``), a tag of its shipped weights,
+    a path to a ``.safetensors`` file with its card beside it, or a URL (downloaded once into a cache);
+    the model then has its card's kwargs, is in eval mode, and ``model.pretrained_card`` is the card
+    (``visattn.models._pretrained``; ``list_pretrained()`` lists the shipped ones).
 
     >>> import torch, visattn
     >>> m = visattn.create_model("resnet20", num_classes=10)
     >>> m(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 10])
+    >>> visattn.create_model("mnist_cnn", pretrained=True).pretrained_card["dataset"]
+    'mnist'
     """
-    return _MODELS.create(name, **kwargs)
+    if pretrained is False or pretrained is None:
+        return _MODELS.create(name, **kwargs)
+    from visattn.models._pretrained import build_pretrained
+
+    return build_pretrained(_MODELS.get(name), name, pretrained, kwargs)
 
 
 def get_model_builder(name: str) -> Any:

@@ -25,7 +25,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from visattn._validate import check_tensor
-from visattn.attention.se import SqueezeExcite, excite
+from visattn.attention.se import SqueezeExcite, excite, exporting
 
 __all__ = ["se_residual_relu", "se_norm_residual_relu"]
 
@@ -334,6 +334,8 @@ def se_residual_relu(
     if shortcut.shape != x.shape:
         raise ValueError(f"shortcut must have the shape of x {tuple(x.shape)}, got {tuple(shortcut.shape)}")
     b, c, h, w = x.shape
+    if exporting():  # the unfused composition, which exporters translate
+        return torch.relu(se(x) + shortcut)
     if torch.is_grad_enabled():
         fc1, fc2 = se.fc1, se.fc2
         weights = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
@@ -367,7 +369,7 @@ def se_norm_residual_relu(
       inference) take the unfused path: there one pass costs less than the six small operations
       that fold the batch norm into the gate (see ``docs/results/se.md``).
 
-    Otherwise this is ``se_residual_relu(se, norm(c), shortcut, inplace=...)``. Outputs, gradients and
+    Otherwise (and while exporting) this is ``se_residual_relu(se, norm(c), shortcut, inplace=...)``. Outputs, gradients and
     buffers equal the unfused composition's up to float rounding (tested in float64).
 
     Shapes: ``c (B, C, H, W)``, ``shortcut (B, C, H, W)`` -> ``(B, C, H, W)``.
@@ -381,6 +383,7 @@ def se_norm_residual_relu(
     """
     if (
         se.pool == "avg"
+        and not exporting()  # exporters record the plain composition below
         and type(norm) is nn.BatchNorm2d
         and norm.affine
         and not (norm._forward_hooks or norm._forward_pre_hooks)

@@ -1,0 +1,154 @@
+"""Turn a ``visattn train`` run folder into shipped weights: ``src/visattn/weights/NAME.TAG.{safetensors,json}``.
+
+Reads the run's ``best.pt`` (the checkpoint the engine selected on its validation split, carved from
+train) and ``summary.json`` (its test accuracy, scored once at the end of the run), then:
+
+1. rebuilds the run's data exactly (same dataset, seed, validation split) and scores the weights in
+   float32 and rounded to float16 on the validation and test splits; the file is float16 when that
+   changes test accuracy by less than 0.05 points (issue 22's rule), else float32;
+2. writes the weights (safetensors), their sha256 and the card (JSON);
+3. writes the first ``--slice`` test images (uint8) and labels to ``tests/assets/DATASET_test500.npz``
+   and records the shipped weights' accuracy on that slice on the card (``tests/test_pretrained.py``
+   checks it without ``../shared/data``).
+
+Example (what the shipped weights used):
+
+    python benchmarks/make_weights.py --run path/to/runs/mnist_cnn --tag mnist \\
+        --command "visattn train --model mnist_cnn ..." --commit 0eec55f
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from visattn.data import BatchTransform, load_dataset, make_loaders
+from visattn.models._pretrained import WEIGHTS_DIR, sha256
+from visattn.train import TrainConfig, build_model, evaluate, safe_load
+from visattn.train.checkpoint import extract_state_dict
+from visattn.train.config import config_from_dict, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+LICENCE = {
+    "mnist": "MNIST (LeCun, Cortes, Burges) is usually given as CC BY-SA 3.0; these weights are derived from it.",
+}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run folder written by `visattn train`")
+    p.add_argument("--tag", required=True)
+    p.add_argument("--command", required=True, help="the exact training command (as run)")
+    p.add_argument("--commit", required=True, help="commit of the training code")
+    p.add_argument("--slice", type=int, default=500, help="test images shipped with the tests")
+    p.add_argument("--default", action="store_true", help="the tag pretrained=True loads")
+    p.add_argument("--machine", default="shared 2-core CPU VM, no GPU")
+    return p.parse_args()
+
+
+def slice_top1(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, card: dict[str, Any]
+) -> float:
+    """Top-1 (%) of ``model`` on uint8 ``images`` with the card's preprocessing."""
+    tf = BatchTransform(card["preprocess"]["mean"], card["preprocess"]["std"], preset="none")
+    with torch.no_grad():
+        out = model.eval()(tf(images))
+    return float((out.argmax(1) == labels).float().mean() * 100)
+
+
+def main() -> None:
+    args = parse_args()
+    run = Path(args.run)
+    cfg: TrainConfig = config_from_dict(load_config(run / "config.yaml"))
+    summary = json.loads((run / "summary.json").read_text())
+    sd = extract_state_dict(safe_load(run / "best.pt"), source=str(run / "best.pt"))
+    splits = load_dataset(cfg.data, data_dir=cfg.data_dir, seed=cfg.seed, **cfg.data_kwargs)
+    loaders = make_loaders(
+        splits,
+        batch_size=256,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        augment="none",
+        eval_batch_size=512,
+    )
+    cfg.weights = None
+    scores: dict[str, dict[str, float]] = {}
+    for dtype in ("float32", "float16"):
+        net = build_model(cfg, num_classes=splits.num_classes, in_chans=splits.in_chans)
+        net.load_state_dict({k: v.to(getattr(torch, dtype)).to(v.dtype) for k, v in sd.items()})
+        scores[dtype] = {
+            "val_top1": evaluate(net, loaders.val, torch.device("cpu"))["top1"],
+            "test_top1": evaluate(net, loaders.test, torch.device("cpu"))["top1"],
+        }
+    change = abs(scores["float16"]["test_top1"] - scores["float32"]["test_top1"])
+    dtype = "float16" if change < 0.05 else "float32"
+    floats = {k: (v.to(getattr(torch, dtype)) if v.is_floating_point() else v) for k, v in sd.items()}
+    stem = f"{cfg.model}.{args.tag}"
+    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+    wpath = WEIGHTS_DIR / f"{stem}.safetensors"
+    save_file({k: v.contiguous() for k, v in floats.items()}, str(wpath))
+
+    test = splits.test
+    n = args.slice
+    images, labels = test.images[:n].clone(), test.labels[:n].clone()
+    asset = ROOT / "tests" / "assets" / f"{cfg.data}_test{n}.npz"
+    asset.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(asset, images=images.numpy(), labels=labels.numpy().astype(np.uint8))
+
+    card: dict[str, Any] = {
+        "model": cfg.model,
+        "tag": args.tag,
+        "default": bool(args.default),
+        "model_kwargs": {"num_classes": splits.num_classes, "in_chans": splits.in_chans, **cfg.model_kwargs},
+        "num_classes": splits.num_classes,
+        "in_chans": splits.in_chans,
+        "input_size": list(splits.image_size),
+        "file": wpath.name,
+        "dtype": dtype,
+        "sha256": sha256(wpath),
+        "dataset": cfg.data,
+        "data_kwargs": dict(cfg.data_kwargs),
+        "split": {
+            "train": f"{cfg.data} train minus the validation split (val_fraction {cfg.val_fraction}, seed {cfg.seed})",
+            "val": f"{loaders.n_val} images carved from train (seed {cfg.seed}); the run selected best.pt on it",
+            "test": f"the {len(test)} images of {cfg.data}'s test split ({test.source}), scored once by the run",
+        },
+        "preprocess": {"scale": "x / 255 (uint8 input)", "mean": list(splits.mean), "std": list(splits.std)},
+        "command": args.command,
+        "commit": args.commit,
+        "seed": cfg.seed,
+        "val_fraction": cfg.val_fraction,
+        "epochs": cfg.epochs,
+        "val_top1": round(float(summary["best_val_top1"]), 4),
+        "test_top1": round(float(summary["test_top1"]), 4),
+        "shipped_dtype_scores": {k: {m: round(v, 4) for m, v in s.items()} for k, s in scores.items()},
+        "fp16_rule": f"float16 when it changes test top-1 by < 0.05 points; measured change {change:.4f}",
+        "train_time_s": round(float(summary.get("train_time_s", 0.0)), 1),
+        "machine": args.machine,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "licence": LICENCE.get(cfg.data.split("_")[0], "see the dataset's own licence"),
+        "weights_licence": "Apache-2.0 (the code's); the data's terms above apply to derived weights",
+    }
+    from visattn.models._pretrained import load_pretrained
+
+    shipped = build_model(cfg, num_classes=splits.num_classes, in_chans=splits.in_chans)
+    load_pretrained(shipped, card, wpath)
+    card["slice"] = {
+        "file": f"tests/assets/{asset.name}",
+        "n": n,
+        "what": f"the first {n} images of the test split, uint8",
+        "top1": round(slice_top1(shipped, images, labels, card), 4),
+    }
+    (WEIGHTS_DIR / f"{stem}.json").write_text(json.dumps(card, indent=1) + "\n")
+    print(json.dumps({"weights": str(wpath.relative_to(ROOT)), "bytes": wpath.stat().st_size, **scores}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Shipped weights (``create_model(name, pretrained=...)``, ``visattn eval --pretrained``): every set
+loads, verifies, and scores on its shipped test slice (``tests/assets``, no ``../shared/data``) what its
+card says; wrong files, cards and tags are clear errors; URLs are fetched once into the cache.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import visattn
+from visattn.cli import main
+from visattn.data import BatchTransform
+from visattn.models._pretrained import WEIGHTS_DIR, list_pretrained, load_card
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = list_pretrained()
+
+#: Slice accuracy may differ from the card's by at most one image of the slice (float rounding of a
+#: borderline logit on another CPU); same weights, same images.
+SLICE_TOL_IMAGES = 1
+#: The slice (500 of 10,000 test images) must land within this many points of the card's full test top-1:
+#: about 4 binomial standard deviations at 90 % accuracy; random weights score ~10 %.
+SLICE_VS_TEST_POINTS = 6.0
+
+
+def slice_of(card: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    with np.load(ROOT / card["slice"]["file"]) as z:
+        return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]).long()
+
+
+def top1(model: torch.nn.Module, card: dict, images: torch.Tensor, labels: torch.Tensor) -> float:
+    tf = BatchTransform(card["preprocess"]["mean"], card["preprocess"]["std"], preset="none")
+    with torch.no_grad():
+        out = model(tf(images))
+    out = out["logits"] if isinstance(out, dict) else out
+    return float((out.argmax(1) == labels).float().mean() * 100)
+
+
+def test_weights_ship_and_stay_small():
+    assert {"mnist_cnn.mnist", "st_cnn_mnist.mnist_rts"} <= set(SHIPPED)
+    total = sum(p.stat().st_size for p in WEIGHTS_DIR.iterdir())
+    assert total < 25 * 2**20
+
+
+@pytest.mark.parametrize("stem", SHIPPED)
+def test_shipped_weights_score_their_card_on_the_test_slice(stem):
+    name, tag = stem.split(".", 1)
+    model = visattn.create_model(name, pretrained=tag)
+    card = model.pretrained_card
+    assert card == load_card(WEIGHTS_DIR / f"{stem}.json")
+    for key in (
+        "command",
+        "commit",
+        "seed",
+        "val_top1",
+        "test_top1",
+        "sha256",
+        "licence",
+        "dataset",
+        "split",
+    ):
+        assert card[key] not in (None, "", {}), key
+    assert "visattn train" in card["command"] and f"--model {name}" in card["command"]
+    assert not model.training
+    images, labels = slice_of(card)
+    assert len(labels) == card["slice"]["n"]
+    got = top1(model, card, images, labels)
+    assert abs(got - card["slice"]["top1"]) <= 100 * SLICE_TOL_IMAGES / len(labels) + 1e-9
+    assert abs(got - card["test_top1"]) <= SLICE_VS_TEST_POINTS
+    random = visattn.create_model(name, **card["model_kwargs"]).eval()
+    assert top1(random, card, images, labels) < got - 30  # the weights, not the architecture, score
+
+
+def test_pretrained_true_loads_the_default_tag():
+    m = visattn.create_model("st_cnn_mnist", pretrained=True)
+    assert m.pretrained_card["tag"] == "mnist_rts"
+    assert m.pretrained_card["model_kwargs"]["image_size"] == 42  # the card's kwargs build the network
+
+
+def copy_weights(stem: str, dest: Path) -> tuple[Path, Path]:
+    card = load_card(WEIGHTS_DIR / f"{stem}.json")
+    w = dest / card["file"]
+    shutil.copy(WEIGHTS_DIR / card["file"], w)
+    shutil.copy(WEIGHTS_DIR / f"{stem}.json", dest / f"{stem}.json")
+    return w, dest / f"{stem}.json"
+
+
+def test_local_path_loads_and_equals_the_shipped(tmp_path):
+    w, _ = copy_weights("mnist_cnn.mnist", tmp_path)
+    a = visattn.create_model("mnist_cnn", pretrained=w)
+    b = visattn.create_model("mnist_cnn", pretrained=True)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_wrong_sha256_is_a_clear_error(tmp_path):
+    w, _ = copy_weights("mnist_cnn.mnist", tmp_path)
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    w.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256 of .* but its card says"):
+        visattn.create_model("mnist_cnn", pretrained=w)
+
+
+def test_card_for_another_model_is_a_clear_error(tmp_path):
+    w, _ = copy_weights("mnist_cnn.mnist", tmp_path)
+    with pytest.raises(ValueError, match="is for model 'mnist_cnn', not 'st_cnn_mnist'"):
+        visattn.create_model("st_cnn_mnist", pretrained=w)
+
+
+def test_card_whose_kwargs_change_the_network_is_a_clear_error(tmp_path):
+    w, c = copy_weights("mnist_cnn.mnist", tmp_path)
+    card = json.loads(c.read_text())
+    card["model_kwargs"]["attn_layer"] = "se"  # SE modules: keys the file does not have
+    c.write_text(json.dumps(card))
+    with pytest.raises(ValueError, match=r"does not match model 'mnist_cnn': missing keys \[.*attn"):
+        visattn.create_model("mnist_cnn", pretrained=w)
+    with pytest.raises(ValueError, match=r"num_classes=5 \(weights: 10\) does not match"):
+        visattn.create_model("mnist_cnn", pretrained=True, num_classes=5)
+
+
+def test_missing_tag_card_or_weights_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"has no weights tagged 'imagenet'; its tags: \['mnist'\]"):
+        visattn.create_model("mnist_cnn", pretrained="imagenet")
+    with pytest.raises(ValueError, match="no shipped weights for model 'resnet20'"):
+        visattn.create_model("resnet20", pretrained=True)
+    w, c = copy_weights("mnist_cnn.mnist", tmp_path)
+    c.unlink()
+    with pytest.raises(ValueError, match="no weights card at"):
+        visattn.create_model("mnist_cnn", pretrained=w)
+    with pytest.raises(ValueError, match="no such file"):
+        visattn.create_model("mnist_cnn", pretrained=str(tmp_path / "nope.safetensors"))
+    with pytest.raises(TypeError, match="pretrained must be True, a tag, a path or a URL, got int"):
+        visattn.create_model("mnist_cnn", pretrained=3)
+
+
+def test_url_is_downloaded_once_then_works_offline(tmp_path, monkeypatch):
+    served = tmp_path / "served"
+    served.mkdir()
+    copy_weights("mnist_cnn.mnist", served)
+    monkeypatch.setenv("VISATTN_CACHE", str(tmp_path / "cache"))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(served), **k)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/mnist_cnn.mnist.safetensors"
+    try:
+        a = visattn.create_model("mnist_cnn", pretrained=url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1
+    b = visattn.create_model("mnist_cnn", pretrained=url)  # server gone: from the cache
+    assert torch.equal(a.fc.weight, b.fc.weight)
+
+
+def test_cli_eval_pretrained_scores_the_slice(tmp_path, capsys):
+    card = load_card(WEIGHTS_DIR / "mnist_cnn.mnist.json")
+    images, labels = slice_of(card)
+    npz = tmp_path / "mnist_slice.npz"
+    x, y = images[:, 0].numpy(), labels.numpy().astype(np.uint8)
+    np.savez(npz, x_train=x, y_train=y, x_test=x, y_test=y)
+    args = ["eval", "--model", "mnist_cnn", "--pretrained", "--data", "mnist", "--data-dir", str(npz)]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == len(labels)
+    assert abs(out["top1"] - card["slice"]["top1"]) <= 100 * SLICE_TOL_IMAGES / len(labels) + 1e-9
+    assert out["card_top1"] == card["test_top1"]
+    assert main(["eval", "--pretrained", "--data", "mnist", "--data-dir", str(npz)]) == 2
+    assert "--pretrained needs --model" in capsys.readouterr().err
+
+
+def test_cli_exports_pretrained_weights(tmp_path):
+    from visattn.export import run_onnx
+
+    out = tmp_path / "st.onnx"
+    assert (
+        main(["export", "--model", "st_cnn_mnist", "--pretrained", "--format", "onnx", "--out", str(out)])
+        == 0
+    )
+    m = visattn.create_model("st_cnn_mnist", pretrained=True)
+    x = torch.randn(3, 1, 42, 42)
+    with torch.no_grad():
+        want = m(x)
+    assert (run_onnx(out, x) - want).abs().max().item() <= 1e-4
