@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from typing import Any
 
 __all__ = ["main", "build_parser"]
@@ -338,7 +339,8 @@ def _model_rows(names: list[str]) -> list[tuple[str, str, str, str]]:
     rows = []
     for name in names:
         try:
-            with torch.device("meta"):
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. ImageNet weights copied onto meta tensors (a no-op)
                 model = visattn.create_model(name)
         except (TypeError, ValueError) as e:  # a builder with a required option (dasnet's base)
             import re
