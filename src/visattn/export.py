@@ -60,6 +60,9 @@ def not_exportable_reason(model: nn.Module) -> str | None:
     >>> not_exportable_reason(visattn.create_model("resnet20")) is None
     True
     """
+    declared = getattr(model, "not_exportable", None)  # a model's own reason (e.g. DVAN's stopped backbone)
+    if isinstance(declared, str):
+        return declared
     m = getattr(model, "mc_samples", 1)
     if isinstance(m, int) and m > 1:
         return (

@@ -93,6 +93,12 @@ class DVAN(nn.Module):
     (torch.Size([2, 5]), torch.Size([2, 3, 5]), torch.Size([2, 3, 8, 8]))
     """
 
+    #: Why exporters refuse this model (read by ``visattn.export.not_exportable_reason``).
+    not_exportable = (
+        "dvan stops its backbone's forward at feature_layer by raising from a forward hook, which "
+        "torch.export cannot trace; export the backbone itself instead"
+    )
+
     boxes: torch.Tensor
 
     def __init__(
