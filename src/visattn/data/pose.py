@@ -16,7 +16,7 @@ side ``S / stride`` covers crop pixels ``stride j .. stride j + stride - 1``, so
 The person's box: the bounding box of the visible joints, centre ``c``, side ``s = pad * max(w, h)``
 (at least ``min_box`` px). Training samples are rotated by ``r ~ U(-rotate, rotate)`` degrees (with
 probability ``rotate_p``), scaled by ``2^U(-log2(1+scale), log2(1+scale))`` and flipped with probability
-0.5 (the left/right joints swap: ``FLIP_PAIRS``). Evaluation crops are the plain box. Targets:
+``flip_p`` (0.5; the left/right joints swap: ``FLIP_PAIRS``). Evaluation crops are the plain box. Targets:
 ``heatmaps (J, S/stride, S/stride)``, Gaussians of std ``sigma`` (heatmap pixels) at the joints with peak
 1, zero for joints that are invisible or outside the crop (``visible`` is then 0, masking the loss).
 
@@ -195,17 +195,18 @@ class PoseDataset(Dataset):
         scale: float = 0.25,
         rotate: float = 30.0,
         rotate_p: float = 0.4,
-        flip: bool = True,
+        flip_p: float = 0.5,
     ) -> None:
         check_positive(input_size, "input_size", integer=True)
         check_positive(heatmap_size, "heatmap_size", integer=True)
         if input_size % heatmap_size:
             raise ValueError(f"input_size {input_size} must be a multiple of heatmap_size {heatmap_size}")
         check_range(rotate_p, "rotate_p", 0.0, 1.0)
+        check_range(flip_p, "flip_p", 0.0, 1.0)
         self.ann, self.indices = ann, list(indices)
         self.input_size, self.heatmap_size, self.sigma = input_size, heatmap_size, sigma
         self.augment, self.pad, self.min_box = augment, pad, min_box
-        self.scale, self.rotate, self.rotate_p, self.flip = scale, rotate, rotate_p, flip
+        self.scale, self.rotate, self.rotate_p, self.flip_p = scale, rotate, rotate_p, flip_p
         self.perm = flip_permutation(ann.joints.shape[1])
 
     def with_augment(self, augment: bool) -> PoseDataset:
@@ -238,7 +239,7 @@ class PoseDataset(Dataset):
             zoom = 2 ** ((2 * r[0] - 1) * math.log2(1 + self.scale))
             if r[1] < self.rotate_p:
                 angle = (2 * r[2] - 1) * self.rotate
-            flipped = self.flip and r[3] < 0.5
+            flipped = r[3] < self.flip_p
         s = self.input_size
         # image -> crop: u = a * R (p - c) + (s - 1) / 2, a = s / (side * zoom); then x mirrored when flipped
         a = s / (side * zoom)

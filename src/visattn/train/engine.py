@@ -372,7 +372,7 @@ class Trainer:
         write_history(self.out, self.history)
 
     # ---------------------------------------------------------------- training
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def train_step(self, x: torch.Tensor, y: Any) -> dict[str, torch.Tensor]:
         """One optimisation step on a batch; returns detached loss terms and the correct count."""
         if not self.uses_optimizer:
             stats = self.model.train_step(x, y)  # type: ignore[operator]

@@ -140,7 +140,7 @@ class PoseTask:
             k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in y.items()
         }
 
-    def loss(self, output: Any, y: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, output: Any, y: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(loss, terms)`` of a training batch; ``terms`` hold detached named parts."""
         loss = heatmap_loss(output, y["heatmaps"], y["visible"])
         return loss, {"heatmap_mse": loss.detach()}
@@ -184,9 +184,9 @@ class PoseTask:
         correct, counted = sums[:j], sums[j : 2 * j]
         per = 100 * correct / counted.clamp(min=1)
         valid = counted > 0
-        n = max(1.0, sums[2 * j + 1].item())
-        res = {
-            "loss": sums[2 * j].item() / n,
+        n_img = max(1.0, sums[2 * j + 1].item())
+        res: dict[str, float] = {
+            "loss": sums[2 * j].item() / n_img,
             "pck": per[valid].mean().item() if bool(valid.any()) else 0.0,
             "pck_all": 100 * correct.sum().item() / max(1.0, counted.sum().item()),
             "n": int(sums[2 * j + 1].item()),
