@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.run_dir or f"runs/pose_{args.model}_s{args.seed}",
         progress=False,
     )
+    commit = _commit()  # the code that runs (read before training: later commits do not change it)
     t0 = time.perf_counter()
     summary = fit(cfg)
     wall = time.perf_counter() - t0
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(
             ["python benchmarks/bench_pose.py", *(argv if argv is not None else sys.argv[1:])]
         ),
-        "commit": _commit(),
+        "commit": commit,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": "shared 2-core CPU VM, no GPU (1 thread, nice 10, other jobs running)",
         "torch": torch.__version__,

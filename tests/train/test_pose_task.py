@@ -133,3 +133,22 @@ def test_tiny_synthetic_pose_run_through_the_engine_selects_on_validation_pck(ls
 def test_config_refuses_an_unknown_task():
     with pytest.raises(ValueError, match="task"):
         TrainConfig(task="segmentation")
+
+
+def test_cli_train_takes_the_pose_task(capsys):
+    from visattn.cli import main
+
+    argv = [
+        "train",
+        "--task",
+        "pose",
+        "--model",
+        "mca_hourglass",
+        "--data",
+        "lspet",
+        "--data-dir",
+        "path/to/lspet",
+    ]
+    assert main([*argv, "--model-arg", "crf_iters=0", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "task: pose" in out and "crf_iters: 0" in out
