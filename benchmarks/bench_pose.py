@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps-per-epoch", type=int, default=125)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--sigma", type=float, default=1.0, help="target Gaussian std in heatmap pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="e.g. crf_iters=0")
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         model_kwargs=kwargs,
         data="lspet",
         data_dir=args.data_dir,
+        data_kwargs={"sigma": args.sigma},
         epochs=args.epochs,
         max_steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch_size,
