@@ -27,9 +27,11 @@ from visattn.train import TrainConfig, fit
 
 def _commit() -> str:
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+        repo = Path(__file__).resolve().parent  # git in the repository, whatever the working directory
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
