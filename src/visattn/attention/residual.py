@@ -27,7 +27,7 @@ For ``x`` of shape ``(B, C, H, W)`` the module computes (every unit is a pre-act
 
 The mask ``M`` (what multiplies the trunk) goes through ``self.tap = AttentionTap("spatial")``.
 
-Steps 3's bottom-up top-down pass is the hourglass block of ``visattn.attention.hourglass``
+Step 3's bottom-up top-down pass is the hourglass block of ``visattn.attention.hourglass``
 (:class:`~visattn.attention.hourglass.BottomUpTopDown`, the one implementation the stacked hourglass also
 uses), here with no skip at the input resolution, an identity bottom, 3x3/2 max-pooling and bilinear
 up-sampling.
