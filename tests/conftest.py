@@ -77,3 +77,50 @@ def shapes_dir(tmp_path: Path) -> Path:
     from two_level_helpers import make_folder  # tests/pipelines/, on sys.path while its tests run
 
     return make_folder(tmp_path / "shapes", per_class={"train": 4, "val": 2})
+
+
+def write_lsp(
+    root: Path,
+    n: int = 12,
+    *,
+    size: tuple[int, int] = (48, 40),
+    layout: str = "14x3",
+    splits: dict | None = None,
+    seed: int = 0,
+) -> tuple[Path, object]:
+    """A tiny synthetic LSP/LSPET folder: ``images/imNNNNN.jpg`` (``size`` = (W, H)) and ``joints.mat``.
+
+    Joints lie inside the image, all visible; returns ``(root, joints (N, 14, 3))``. ``splits``, when
+    given, is written as ``splits.json``.
+    """
+    import json
+
+    import numpy as np
+    import scipy.io
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    joints = np.zeros((n, 14, 3))
+    joints[..., 0] = rng.uniform(4, w - 5, (n, 14))
+    joints[..., 1] = rng.uniform(4, h - 5, (n, 14))
+    joints[..., 2] = 1
+    for k in range(n):
+        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(img).save(root / "images" / f"im{k + 1:05d}.jpg")
+    mat = joints.transpose(1, 2, 0) if layout == "14x3" else joints.transpose(2, 1, 0)
+    scipy.io.savemat(str(root / "joints.mat"), {"joints": mat})
+    if splits is not None:
+        (root / "splits.json").write_text(json.dumps(splits))
+    return root, joints
+
+
+@pytest.fixture
+def lsp_folder(tmp_path: Path):
+    """Factory: ``lsp_folder(n=12, **options)`` writes a synthetic LSP folder (see :func:`write_lsp`)."""
+
+    def make(n: int = 12, **options):
+        return write_lsp(tmp_path / "lsp", n, **options)
+
+    return make

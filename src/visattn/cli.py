@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--help-config", action=_HelpConfig, help="list every config key, its type and default; exit"
     )
     tr.add_argument("--config", help="YAML file of TrainConfig fields")
+    tr.add_argument(
+        "--task", choices=["classification", "pose"], help="what the model predicts (default: classification)"
+    )
     tr.add_argument("--model", help="registered model name (see `visattn list models`)")
     tr.add_argument("--data", help="registered dataset name (see `visattn list datasets`)")
     tr.add_argument("--data-dir", help="local path of the dataset (folder or .npz)")
@@ -244,6 +247,7 @@ def _train_config(args: argparse.Namespace):
 
     data: dict[str, Any] = load_config(args.config) if args.config else {}
     flat = {
+        "task": args.task,
         "model": args.model,
         "data": args.data,
         "data_dir": args.data_dir,
@@ -414,6 +418,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _check_out_dir(cfg.out, cfg.model, resume=cfg.resume, overwrite=args.overwrite)
     summary = fit(cfg, callbacks=default_callbacks(cfg))
     keys = ("model", "data", "best_val_top1", "test_top1", "test_top5", "params", "train_time_s", "out")
+    if cfg.task == "pose":
+        keys = ("model", "data", "best_val_pck", "test_pck", "test_pck_all", "params", "train_time_s", "out")
     print(json.dumps({k: summary.get(k) for k in keys}))
     return 0
 

@@ -21,6 +21,8 @@ from visattn.attention._tap import TAP_KINDS, AttentionTap
 # Mechanism modules register themselves on import; keep one import line per paper below.
 from visattn.attention.feedback import FilterGains
 from visattn.attention.glimpse import GlimpseSensor
+from visattn.attention.hourglass import Hourglass
+from visattn.attention.multi_context import HolisticAttention
 from visattn.attention.residual import ResidualAttentionModule
 from visattn.attention.se import SqueezeExcite
 from visattn.attention.spatial_transformer import SpatialTransformer
@@ -28,6 +30,8 @@ from visattn.attention.spatial_transformer import SpatialTransformer
 __all__ = [
     "FilterGains",
     "GlimpseSensor",
+    "HolisticAttention",
+    "Hourglass",
     "ResidualAttentionModule",
     "SpatialTransformer",
     "SqueezeExcite",

@@ -2,7 +2,8 @@
 Networks", ECCV 2016, arXiv:1603.05027), the building block of the Residual Attention Network.
 
 ``y = s(x) + W3 relu(BN3(W2 relu(BN2(W1 relu(BN1(x))))))`` with ``W1: 1x1, C_in -> w``, ``W2: 3x3, w -> w``
-(carrying the stride), ``W3: 1x1, w -> C_out`` and ``w = max(1, C_out // 4)``. The shortcut ``s`` is the
+(carrying the stride), ``W3: 1x1, w -> C_out`` and ``w = max(1, C_out // 4)`` (or a given ``width``; the
+stacked hourglass uses ``C_out // 2``). The shortcut ``s`` is the
 identity, or, when the shape changes, a strided 1x1 convolution of the pre-activated input
 ``relu(BN1(x))`` (He et al. 2016, fig. 4e / their code).
 """
@@ -23,14 +24,17 @@ class PreActBottleneck(nn.Module):
         in_channels: ``C_in``.
         out_channels: ``C_out``; the bottleneck width is ``max(1, C_out // 4)``.
         stride: stride ``s`` of the 3x3 convolution (and of the projection shortcut).
+        width: bottleneck width ``w``; default ``max(1, C_out // 4)``.
 
     >>> PreActBottleneck(16, 64, stride=2)(torch.randn(2, 16, 9, 8)).shape
     torch.Size([2, 64, 5, 4])
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, *, width: int | None = None
+    ) -> None:
         super().__init__()
-        width = max(1, out_channels // 4)
+        width = max(1, out_channels // 4) if width is None else width
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)

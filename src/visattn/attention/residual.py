@@ -27,6 +27,11 @@ For ``x`` of shape ``(B, C, H, W)`` the module computes (every unit is a pre-act
 
 The mask ``M`` (what multiplies the trunk) goes through ``self.tap = AttentionTap("spatial")``.
 
+Step 3's bottom-up top-down pass is the hourglass block of ``visattn.attention.hourglass``
+(:class:`~visattn.attention.hourglass.BottomUpTopDown`, the one implementation the stacked hourglass also
+uses), here with no skip at the input resolution, an identity bottom, 3x3/2 max-pooling and bilinear
+up-sampling.
+
 Where the paper is silent: the skip connections carry one residual unit (as the authors' released Caffe
 model); the up-sampled map is added to the skip only (not also to the un-skipped bottom-up map, nor to the
 trunk at the input resolution, as some public ports do). Non-square and odd sizes work: pooling rounds up
@@ -61,6 +66,7 @@ from visattn._validate import check_choice, check_positive, check_tensor, check_
 from visattn.attention._preact import PreActBottleneck, preact_stack
 from visattn.attention._registry import register_attention
 from visattn.attention._tap import AttentionTap
+from visattn.attention.hourglass import BottomUpTopDown
 
 __all__ = ["ResidualAttentionModule", "MASKS", "mask_activation", "skip_levels_for"]
 
@@ -212,7 +218,7 @@ def skip_levels_for(size: int, lowest: int) -> int:
 
 
 @register_attention("residual")
-class ResidualAttentionModule(nn.Module):
+class ResidualAttentionModule(BottomUpTopDown):
     """Residual attention module, ``(B, C, H, W) -> (B, C, H, W)`` (see the module docstring).
 
     Args:
@@ -274,9 +280,12 @@ class ResidualAttentionModule(nn.Module):
         levels = skip_levels + 1
         self.pre = preact_stack(channels, p)
         self.trunk = preact_stack(channels, t)
-        self.down = nn.ModuleList([preact_stack(channels, r) for _ in range(levels)])
-        self.skips = nn.ModuleList([PreActBottleneck(channels, channels) for _ in range(skip_levels)])
-        self.up = nn.ModuleList([preact_stack(channels, r) for _ in range(levels)])
+        self._build_levels(
+            levels,
+            lambda: preact_stack(channels, r),
+            skip_from=1,
+            make_skip=lambda: PreActBottleneck(channels, channels),
+        )
         self.mask_head = nn.Sequential(
             nn.BatchNorm2d(channels),
             nn.ReLU(inplace=True),
@@ -292,6 +301,14 @@ class ResidualAttentionModule(nn.Module):
             for unit in (*self.pre, *self.trunk, *self.post):
                 unit.zero_init_last()
 
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """3x3 max-pool, stride 2, padding 1 (the fast path of :func:`_maxpool`)."""
+        return _maxpool(x)
+
+    def upsample(self, x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
+        """Bilinear, ``align_corners=False`` (the fast path of :func:`_upsample`)."""
+        return _upsample(x, size)
+
     @property
     def min_size(self) -> int:
         """Smallest ``H`` and ``W`` the module accepts: ``2 ** (skip_levels + 1)``."""
@@ -304,20 +321,7 @@ class ResidualAttentionModule(nn.Module):
         up-sampled map once the head's first layer has read it), which keeps the peak memory, and on
         CPU the fresh pages the allocator must fault in, low.
         """
-        skips = []
-        d = x
-        for level, down in enumerate(self.down):
-            d = down(_maxpool(d))
-            if level < self.skip_levels:
-                skips.append(self.skips[level](d))
-        u = self.up[-1](d)
-        del d
-        for level in range(self.skip_levels - 1, -1, -1):
-            s = skips.pop()  # the skip of this level (appended in level order)
-            u = _upsample(u, s.shape[-2:]).add_(s)
-            del s
-            u = self.up[level](u)
-        u = _upsample(u, x.shape[-2:])
+        u = self.bottom_up_top_down(x)
         for layer in self.mask_head:  # layer by layer, so that each input is freed once read
             u = layer(u)
         m = mask_activation(u, self.mask, inplace=True)  # u: the last 1x1 conv's fresh output

@@ -22,6 +22,7 @@ from visattn.data.idx import load_idx_pair, read_idx
 from visattn.data.loaders import Loaders, make_loaders, split_indices
 from visattn.data.mnist import fashion_mnist  # noqa: F401  (the module registers mnist, fashion_mnist)
 from visattn.data.npz import load_npz_arrays  # (the module registers "npz")
+from visattn.data.pose import lspet  # noqa: F401  (registers lspet: LSP/LSPET pose data)
 from visattn.data.transforms import AUGMENT_PRESETS, BatchTransform
 
 __all__ = ["DatasetSplits", "ImageTensorDataset", "list_datasets", "load_dataset", "register_dataset"]

@@ -16,6 +16,8 @@ from visattn.models.attention_net import ResidualAttentionNet  # noqa: F401  (re
 from visattn.models.dasnet import DasNet  # noqa: F401  (registers dasnet)
 from visattn.models.dvan import DVAN  # noqa: F401  (registers dvan)
 from visattn.models.efficientnet_lite import EfficientNetLite  # noqa: F401  (registers efficientnet_lite0)
+from visattn.models.hourglass import StackedHourglass  # noqa: F401  (registers hourglass)
+from visattn.models.multi_context import MCAPoseNet  # noqa: F401  (registers mca_hourglass)
 from visattn.models.ram import RecurrentAttention  # noqa: F401  (registers ram)
 from visattn.models.se_resnet import SEBasicBlock, SEBottleneck  # noqa: F401  (registers se_resnet*)
 from visattn.models.stn import MultiSTNet, STClassifier  # noqa: F401  (registers fcn/cnn/st_*_mnist, st_cnn)

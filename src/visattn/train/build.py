@@ -3,6 +3,7 @@ starting weights, retrofit); checking that the data fit the model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,11 +104,18 @@ def _shard(loader: DataLoader | None, info: DistInfo, batch_size: int) -> DataLo
     )
 
 
-def build_data(cfg: TrainConfig, info: DistInfo) -> TrainData:
+def build_data(
+    cfg: TrainConfig, info: DistInfo, *, make_loaders: Callable[..., Any] | None = None
+) -> TrainData:
     """Load ``cfg.data`` and build the loaders of this process: training batches ``batch_size / world_size``
     from a ``DistributedSampler`` seeded by ``cfg.seed`` (``set_epoch`` each epoch), and validation / test
-    over this rank's exact share."""
-    from visattn.data import load_dataset, make_loaders
+    over this rank's exact share. ``make_loaders``: a task's own loader builder (the pose task's), with
+    ``visattn.data.make_loaders``'s signature; default that one."""
+    from visattn.data import load_dataset
+    from visattn.data import make_loaders as default_make_loaders
+
+    if make_loaders is None:
+        make_loaders = default_make_loaders
 
     if cfg.batch_size % info.world_size:
         raise ValueError(

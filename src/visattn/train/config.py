@@ -120,6 +120,7 @@ class TrainConfig:
     """
 
     # what to train
+    task: str = "classification"  # or "pose" (heatmaps, PCK; visattn.train.pose)
     model: str = "resnet20"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
@@ -188,6 +189,7 @@ class TrainConfig:
         check_range(self.val_fraction, "val_fraction", 0.0, 0.9)
         check_range(self.label_smoothing, "label_smoothing", 0.0, 1.0)
         check_positive(self.warmup_epochs, "warmup_epochs", allow_zero=True)
+        check_choice(self.task, "task", ("classification", "pose"))
         check_choice(self.optimizer, "optimizer", ("sgd", "adamw"))
         check_choice(self.schedule, "schedule", ("cosine", "step", "constant"))
         check_choice(self.nonfinite, "nonfinite", ("raise", "skip"))

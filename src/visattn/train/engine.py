@@ -44,6 +44,7 @@ from visattn.train.evaluate import autocast as _autocast
 from visattn.train.evaluate import evaluate, logits_of
 from visattn.train.logs import write_history, write_text_atomic
 from visattn.train.metrics import topk_correct
+from visattn.train.pose import make_task
 from visattn.train.schedule import build_scheduler, load_scheduler_state
 
 __all__ = ["Trainer", "fit", "evaluate", "build_model", "logits_of", "check_model_fits"]
@@ -62,6 +63,9 @@ class Trainer:
         self.info = info or init_distributed(cfg.device)
         self.out = Path(cfg.out)
         self._setup_determinism()
+        self.task = make_task(cfg.task)  # None: classification (this file's code); else its loss/metric
+        self.metric = self.task.metric if self.task is not None else "top1"
+        self._evaluate = self.task.evaluate if self.task is not None else evaluate
         self._setup_data()
         self._setup_model()
         self.history: list[dict[str, Any]] = []
@@ -88,7 +92,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
 
     def _setup_data(self) -> None:
-        data = build_data(self.cfg, self.info)
+        data = build_data(
+            self.cfg, self.info, make_loaders=self.task.make_loaders if self.task is not None else None
+        )
         self.splits, self.loaders, self.train_sampler = data.splits, data.loaders, data.train_sampler
         self.train_loader, self.val_loader, self.test_loader = data.train, data.val, data.test
 
@@ -246,7 +252,7 @@ class Trainer:
         write_history(self.out, self.history)
 
     # ---------------------------------------------------------------- training
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def train_step(self, x: torch.Tensor, y: Any) -> dict[str, torch.Tensor]:
         """One optimisation step on a batch; returns detached loss terms and the correct count."""
         if not self.uses_optimizer:
             stats = self.model.train_step(x, y)  # type: ignore[operator]
@@ -254,9 +260,12 @@ class Trainer:
         assert self.optimizer is not None and self.scheduler is not None
         with _autocast(self.info.device, self.cfg.amp):
             out = self.runner(x)
-            logits = logits_of(out)
-            loss = self.criterion(logits.float(), y)
-            terms = {"ce": loss.detach()}
+            if self.task is not None:
+                loss, terms = self.task.loss(out, y)
+            else:
+                logits = logits_of(out)
+                loss = self.criterion(logits.float(), y)
+                terms = {"ce": loss.detach()}
             if self.extra_losses is not None:
                 for name, value in self.extra_losses(out, y).items():
                     loss = loss + value
@@ -277,7 +286,8 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         terms["loss"] = loss.detach()
-        terms["correct"] = topk_correct(logits.detach(), y, (1,))[0].float()
+        if self.task is None:
+            terms["correct"] = topk_correct(logits.detach(), y, (1,))[0].float()
         return terms
 
     def train_epoch(self, batches: Iterable | None = None) -> dict[str, float]:
@@ -302,13 +312,14 @@ class Trainer:
             )
         n_steps = 0
         for i, (x, y) in enumerate(itertools.islice(batches, self.steps_per_epoch)):
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            x = x.to(dev, non_blocking=True)
+            y = self.task.to_device(y, dev) if self.task is not None else y.to(dev, non_blocking=True)
             if cl:
                 x = x.contiguous(memory_format=torch.channels_last)
             terms = self.train_step(x, y)
             for k, v in terms.items():
                 sums[k] = sums[k] + v if k in sums else v.clone()
-            n_img += y.shape[0]
+            n_img += x.shape[0]
             n_steps += 1
             self.global_step += 1
             for cb in self.callbacks:
@@ -334,7 +345,7 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         """Validation metrics of the current weights (through DDP / compile when the optimiser trains)."""
         assert self.val_loader is not None
-        return evaluate(
+        return self._evaluate(
             self.runner if self.uses_optimizer else self.model,
             self.val_loader,
             self.info.device,
@@ -362,8 +373,8 @@ class Trainer:
         # same with or without this evaluation
         with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
             val = self._validate()
-        self.initial_val_top1 = val["top1"]
-        self.best_top1 = val["top1"]
+        self.initial_val_top1 = val[self.metric]
+        self.best_top1 = val[self.metric]
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             state = {
@@ -375,7 +386,7 @@ class Trainer:
             }
             atomic_save(state, self.out / "best.pt")
             if cfg.progress:
-                log.info(json.dumps({"epoch": 0, "val_top1": round(val["top1"], 4)}))
+                log.info(json.dumps({"epoch": 0, f"val_{self.metric}": round(val[self.metric], 4)}))
 
     def fixed_batch(self, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``n`` validation images (else test images) and labels, as the model takes them
@@ -428,8 +439,8 @@ class Trainer:
                 if self.val_loader is not None:
                     val = self._validate()
                     row.update({f"val_{k}": v for k, v in val.items()})
-                    is_best = val["top1"] > self.best_top1
-                    self.best_top1 = max(self.best_top1, val["top1"])
+                    is_best = val[self.metric] > self.best_top1
+                    self.best_top1 = max(self.best_top1, val[self.metric])
                 else:
                     is_best = True
                 self.history.append(row)
@@ -463,7 +474,7 @@ class Trainer:
             "data": cfg.data,
             "epochs": cfg.epochs,
             "params": sum(p.numel() for p in self.model.parameters()),
-            "best_val_top1": self.best_top1 if self.val_loader is not None else None,
+            f"best_val_{self.metric}": self.best_top1 if self.val_loader is not None else None,
             "initial_val_top1": self.initial_val_top1,
             "history": self.history,
             "out": str(self.out),
@@ -473,7 +484,7 @@ class Trainer:
             barrier()
             if best.is_file():
                 self.model.load_state_dict(safe_load(best, map_location=self.info.device)["model"])
-            test = evaluate(
+            test = self._evaluate(
                 self.model,
                 self.test_loader,
                 self.info.device,
