@@ -90,7 +90,9 @@ def build(name: str) -> nn.Module:
 def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         out = model(x)
-    return out["logits"] if isinstance(out, dict) else out
+    if isinstance(out, dict):  # classification logits, or a pose model's last-stack heatmaps
+        return out["logits"] if "logits" in out else out["heatmaps"]
+    return out
 
 
 def test_every_registered_model_is_covered():

@@ -99,7 +99,8 @@ class _BinnedAdaptiveMaxPool2d(nn.Module):
 
 
 class _Logits(nn.Module):
-    """The wrapped model's logits: its output tensor, or the ``"logits"`` entry of a dict output."""
+    """The wrapped model's logits: its output tensor, or the ``"logits"`` entry of a dict output (a pose
+    model's last-stack ``"heatmaps"`` ``(B, J, h, w)`` when it has no logits)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -108,7 +109,7 @@ class _Logits(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
         if isinstance(out, dict):
-            return out["logits"]
+            return out["logits"] if "logits" in out else out["heatmaps"]
         return out
 
 

@@ -134,8 +134,9 @@ class HolisticAttention(nn.Module):
         self.channels = channels
         self.attention = CRFAttention(channels, maps=1, crf_iters=crf_iters, kernel=kernel)
 
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return f * self.attention(f)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, "x", ndim=4, channels=self.channels)
+        return x * self.attention(x)
 
 
 class PartAttention(nn.Module):

@@ -124,6 +124,8 @@ class StackedHourglass(nn.Module):
 
 def _joints(num_joints: int, num_classes: int | None) -> int:
     """The engine passes the dataset's output count as ``num_classes``; it must agree with ``num_joints``."""
+    if num_classes is not None:
+        check_positive(num_classes, "num_classes", integer=True)
     return num_joints if num_classes is None else num_classes
 
 

@@ -71,6 +71,8 @@ class TrainConfig:
     ``visattn train --help-config`` prints every key with its type, default and the line below.
 
     Attributes:
+        task: ``classification`` (cross-entropy, top-1) or ``pose`` (heatmap MSE over visible joints, PCK@0.2;
+            ``visattn.train.pose``); selects the loss, the metric and the loaders.
         model: registered model name (``visattn list models``).
         model_kwargs: options of the model builder (``--model-arg key=value``).
         weights: initial weights, a ``.pt`` (loaded weights-only) or ``.safetensors`` file.
