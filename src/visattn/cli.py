@@ -355,6 +355,9 @@ def _model_rows(names: list[str]) -> list[tuple[str, str, str, str]]:
         except (RuntimeError, NotImplementedError):  # a builder that reads tensor values (not on meta)
             rows.append((name, "?", "?", "?"))
             continue
+        except ImportError:  # a builder over an optional package that is not installed
+            rows.append((name, "-", "-", "(needs an optional package)"))
+            continue
         spec = getattr(model, "input_spec", None)
         if spec is None:
             size, chans = "?", "?"
