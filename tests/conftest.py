@@ -69,6 +69,25 @@ def train_argv(
     return [*argv, *extra]
 
 
+def module_class(name: str):
+    """The class of a drop-in attention or of a sensor (both take ``channels`` first)."""
+    from visattn.attention import get_attention_class, get_sensor_class, list_sensors
+
+    return get_sensor_class(name) if name in list_sensors() else get_attention_class(name)
+
+
+def create_module(name: str, channels: int, **kw):
+    """Build a drop-in attention or a sensor by name (the reliability tests cover both)."""
+    import visattn
+    from visattn.attention import create_sensor, list_sensors
+
+    return (
+        create_sensor(name, channels, **kw)
+        if name in list_sensors()
+        else visattn.create_attention(name, channels, **kw)
+    )
+
+
 @pytest.fixture
 def shapes_dir(tmp_path: Path) -> Path:
     """Two-level pipeline tests: ``train/`` (4 per class) and ``val/`` (2 per class) of three shape

@@ -221,32 +221,19 @@ def export_onnx(
             axes = {"x": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
             torch.onnx.export(net, (x,), str(path), dynamo=False, dynamic_axes=axes, **common)
             return path
-        dyn = _dynamic(dynamic_batch, input_shape[0])
+        options = {
+            "dynamo": True,
+            "dynamic_shapes": _dynamic(dynamic_batch, input_shape[0]),
+            "external_data": False,
+            "verbose": False,
+            **common,
+        }
         try:
-            torch.onnx.export(
-                net,
-                (x,),
-                str(path),
-                dynamo=True,
-                dynamic_shapes=dyn,
-                external_data=False,
-                verbose=False,
-                **common,
-            )
+            torch.onnx.export(net, (x,), str(path), **options)
         except Exception as e:  # onnxscript's optimiser (not the export) failed: write the plain graph
             if "optimiz" not in str(e).lower() and "PassError" not in type(e).__name__:
                 raise
-            torch.onnx.export(
-                net,
-                (x,),
-                str(path),
-                dynamo=True,
-                dynamic_shapes=dyn,
-                external_data=False,
-                optimize=False,
-                verbose=False,
-                **common,
-            )
+            torch.onnx.export(net, (x,), str(path), optimize=False, **options)
     return path
 
 

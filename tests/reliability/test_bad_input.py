@@ -22,24 +22,11 @@ import pytest
 import torch
 
 import visattn
-from conftest import train_argv
-from visattn.attention import create_sensor, get_attention_class, get_sensor_class, list_sensors
+from conftest import create_module, module_class, train_argv
+from visattn.attention import list_sensors
 from visattn.cli import main
 from visattn.data import load_dataset, make_loaders, read_idx
 from visattn.data.npz import load_npz_arrays
-
-
-def _cls(name: str):
-    """The class of a drop-in attention or of a sensor (both take ``channels`` first)."""
-    return get_sensor_class(name) if name in list_sensors() else get_attention_class(name)
-
-
-def _create(name: str, channels: int, **kw):
-    return (
-        create_sensor(name, channels, **kw)
-        if name in list_sensors()
-        else visattn.create_attention(name, channels, **kw)
-    )
 
 
 def _shape_strs(shape: tuple[int, ...]) -> tuple[str, ...]:
@@ -102,7 +89,7 @@ EXTRA_INPUTS: dict[str, Callable[[int], tuple]] = {"glimpse": lambda b: (torch.z
 
 
 def _forward_arity(name: str) -> int:
-    sig = inspect.signature(_cls(name).forward)
+    sig = inspect.signature(module_class(name).forward)
     return sum(
         1
         for p in list(sig.parameters.values())[1:]
@@ -124,12 +111,12 @@ def test_every_multi_input_attention_has_an_input_maker():
     [(0, ValueError, "0"), (-4, ValueError, "-4"), (True, TypeError, "bool"), (2.5, TypeError, "2.5")],
 )
 def test_attention_constructor_rejects_bad_channels(name, channels, exc, needle):
-    _raises(exc, lambda: _create(name, channels), "channels", needle)
+    _raises(exc, lambda: create_module(name, channels), "channels", needle)
 
 
 @pytest.mark.parametrize("name", ATTENTION)
 def test_attention_constructor_rejects_unknown_options(name):
-    _raises(TypeError, lambda: _create(name, C, bogus_option=1), "bogus_option")
+    _raises(TypeError, lambda: create_module(name, C, bogus_option=1), "bogus_option")
 
 
 def _bad_x_cases() -> list[tuple[str, torch.Tensor | Any, type, tuple]]:
@@ -146,7 +133,7 @@ def _bad_x_cases() -> list[tuple[str, torch.Tensor | Any, type, tuple]]:
 
 @functools.cache
 def _attention(name: str) -> torch.nn.Module:
-    return _create(name, C).eval()
+    return create_module(name, C).eval()
 
 
 FORWARD_ATTENTION = [n for n in ATTENTION if _forward_arity(n) == 1 or n in EXTRA_INPUTS]
@@ -263,7 +250,7 @@ def test_retrofit_rejects_bad_input(case):
 
 
 def test_retrofit_refuses_attention_without_identity_init():
-    names = [n for n in ATTENTION if not getattr(_cls(n), "supports_identity_init", False)]
+    names = [n for n in ATTENTION if not getattr(module_class(n), "supports_identity_init", False)]
     assert names, "every attention supports identity init: this check has nothing to test"
     for n in names:
         _raises(ValueError, lambda n=n: visattn.retrofit(_net(), n), n)

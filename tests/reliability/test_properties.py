@@ -20,22 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import visattn
-from visattn.attention import create_sensor, get_attention_class, get_sensor_class, list_sensors
+from conftest import create_module, module_class
+from visattn.attention import list_sensors
 from visattn.train.engine import logits_of
-
-
-def _cls(name: str):
-    """The class of a drop-in attention or of a sensor (both take ``channels`` first)."""
-    return get_sensor_class(name) if name in list_sensors() else get_attention_class(name)
-
-
-def _create(name: str, channels: int, **kw):
-    return (
-        create_sensor(name, channels, **kw)
-        if name in list_sensors()
-        else visattn.create_attention(name, channels, **kw)
-    )
-
 
 DOCUMENTED = (ValueError, TypeError)
 SETTINGS = settings(
@@ -104,7 +91,7 @@ OPTIONS: dict[str, Any] = {
 
 
 def _default_options(name: str):
-    cls = _cls(name)
+    cls = module_class(name)
     if getattr(cls, "supports_identity_init", False):
         return st.fixed_dictionaries({}, optional={"identity_init": st.booleans()})
     return st.just({})
@@ -114,7 +101,7 @@ def _forward_args(name: str, b: int) -> tuple:
     """Inputs after ``x`` for forwards that take more (see test_bad_input.EXTRA_INPUTS)."""
     extra = [
         p
-        for p in list(inspect.signature(_cls(name).forward).parameters.values())[2:]
+        for p in list(inspect.signature(module_class(name).forward).parameters.values())[2:]
         if p.default is inspect.Parameter.empty
     ]
     if name == "glimpse":
@@ -142,7 +129,7 @@ def test_attention_modules_fail_only_with_documented_errors(name):
     def check(opts: dict[str, Any], shape: tuple[int, int, int, int, int]) -> None:
         b, c, dc, h, w = shape
         try:
-            m = _create(name, c, **opts)
+            m = create_module(name, c, **opts)
         except DOCUMENTED:
             return
         x = torch.randn(b, max(1, c + dc), h, w)
