@@ -8,16 +8,25 @@ rotating order (batch, then model, then runtime: the pairs compared run back to 
 on a shared machine hit all of them alike; the report gives medians over rounds and, for the ratios,
 the median of the per-round ratios.
 
-SE's overhead: ``se_resnet50`` vs ``resnet50`` at the same input size, per runtime and batch size.
+SE's overhead: ``se_resnet50`` vs ``resnet50`` and ``se_resnet20`` vs ``resnet20`` at the same input size,
+per runtime and batch size. ``--previous-se-form`` also times, under onnxruntime, each SE model exported in
+the form ``visattn.export`` used before (``ReduceSum -> Gemm -> Relu -> Gemm -> Sigmoid -> Unsqueeze ->``
+broadcast ``Mul``; runtime ``onnxruntime_previous_se``), in the same rounds. ``--profile N`` adds
+onnxruntime's own per-operator profile (``SessionOptions.enable_profiling``), microseconds per run summed
+by operator type over N runs, for every onnxruntime session.
 
-Example (what docs/results/export.md reports):
+Examples (what docs/results/export.md reports):
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_export.py --rounds 7 --out docs/results/export.json
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_export.py --models resnet20 se_resnet20 resnet50 \
+        se_resnet50 --previous-se-form --profile 5 --rounds 9 --out docs/results/export_se.json
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import os
 import platform
@@ -25,6 +34,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +42,13 @@ import torch
 from torch import nn
 
 import visattn
+from visattn.attention.se import SqueezeExcite
 from visattn.export import export_onnx
 
 # name -> (create_model kwargs, input (C, H, W), pretrained tag or None)
 MODELS: dict[str, tuple[dict[str, Any], tuple[int, int, int], str | None]] = {
     "resnet20": ({}, (3, 32, 32), None),
+    "se_resnet20": ({}, (3, 32, 32), None),  # keep after resnet20 (SE overhead pairs)
     "st_cnn_mnist": ({"image_size": 42}, (1, 42, 42), "mnist_rts"),
     "attention56": ({}, (3, 112, 112), None),
     "resnet50": ({}, (3, 112, 112), None),
@@ -50,6 +62,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--min-time", type=float, default=0.2, help="seconds per timing (repeats small calls)")
+    p.add_argument("--previous-se-form", action="store_true", help="also time SE's previous export form")
+    p.add_argument("--profile", type=int, default=0, help="runs of onnxruntime's per-operator profile")
     p.add_argument("--out", required=True, help="raw JSON results")
     return p.parse_args()
 
@@ -70,15 +84,59 @@ def build(name: str) -> nn.Module:
     return model.eval()
 
 
-def session(path: Path) -> Any:
+SE_PAIRS = {"se_resnet20": "resnet20", "se_resnet50": "resnet50"}
+
+
+@contextlib.contextmanager
+def previous_se_form() -> Iterator[None]:
+    """While active, ``SqueezeExcite`` exports as it did before: ``x * excitation(x)[:, :, None, None]``
+    (ONNX ``ReduceSum/ReduceMax -> Mul -> Gemm -> Relu -> Gemm -> Sigmoid -> Unsqueeze -> Mul``)."""
+
+    def forward(self: SqueezeExcite, x: torch.Tensor) -> torch.Tensor:
+        return x * self.excitation(x)[:, :, None, None]
+
+    saved = SqueezeExcite.forward
+    SqueezeExcite.forward = forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SqueezeExcite.forward = saved  # type: ignore[method-assign]
+
+
+def session(path: Path, profile: bool = False) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    opts.enable_profiling = profile
+    opts.log_severity_level = 3
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def op_profile(path: Path, x: Any, runs: int) -> dict[str, Any]:
+    """onnxruntime's profile of ``runs`` calls (after 2 warm-up calls): microseconds per run by operator type,
+    and the optimised graph's node counts (``domain:op``)."""
+    sess = session(path, profile=True)
+    for _ in range(2 + runs):
+        sess.run(None, {"x": x})
+    trace = Path(sess.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    total: collections.Counter[str] = collections.Counter()
+    nodes: collections.Counter[str] = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            total[e["args"]["op_name"]] += e["dur"]
+            nodes[e["args"]["op_name"]] += 1
+    calls = 2 + runs
+    return {
+        "us_per_run": {k: round(v / calls, 1) for k, v in total.most_common()},
+        "nodes": {k: v // calls for k, v in nodes.items()},
+        "runs": calls,
+    }
 
 
 def per_call(fn: Any, reps: int) -> float:
@@ -95,6 +153,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_export_"))
     runners: dict[tuple[str, int, str], Any] = {}
     checks: dict[str, Any] = {}
+    profiles: dict[str, Any] = {}
     for name in args.models:
         model = build(name)
         shape = MODELS[name][1]
@@ -102,6 +161,11 @@ def main() -> None:
         path = export_onnx(model, tmp / f"{name}.onnx", (2, *shape))
         export_s = time.perf_counter() - t
         sess = session(path)
+        sessions = {"onnxruntime": (sess, path)}
+        if args.previous_se_form and name in SE_PAIRS:
+            with previous_se_form():
+                prev = export_onnx(model, tmp / f"{name}_previous_se.onnx", (2, *shape))
+            sessions["onnxruntime_previous_se"] = (session(prev), prev)
         x32 = torch.randn(32, *shape)
         with torch.inference_mode():
             ref = model(x32)
@@ -125,10 +189,16 @@ def main() -> None:
                 with torch.inference_mode():
                     model(x)
 
-            def onnxrt(sess: Any = sess, xn: Any = xn) -> None:
-                sess.run(None, {"x": xn})
+            fns: list[tuple[str, Any]] = [("torch", eager)]
+            for rt, (sess_rt, path_rt) in sessions.items():
 
-            for rt, fn in (("torch", eager), ("onnxruntime", onnxrt)):
+                def onnxrt(sess: Any = sess_rt, xn: Any = xn) -> None:
+                    sess.run(None, {"x": xn})
+
+                fns.append((rt, onnxrt))
+                if args.profile:
+                    profiles[f"{name}|b{b}|{rt}"] = op_profile(path_rt, xn, args.profile)
+            for rt, fn in fns:
                 fn()  # warm-up (allocations, first-call planning)
                 one = per_call(fn, 1)
                 reps = max(1, int(args.min_time / max(one, 1e-6)))
@@ -136,7 +206,7 @@ def main() -> None:
     # batch, then model, then runtime: the two runtimes of a model, and resnet50 / se_resnet50, run
     # back to back, so each ratio compares timings taken under the same load
     order = {n: i for i, n in enumerate(args.models)}
-    keys = sorted(runners, key=lambda k: (k[1], order[k[0]], k[2] != "torch"))
+    keys = sorted(runners, key=lambda k: (k[1], order[k[0]], k[2] != "torch", k[2]))
     times: dict[str, list[float]] = {f"{n}|b{b}|{rt}": [] for n, b, rt in keys}
     for r in range(args.rounds):
         order = keys[r % len(keys) :] + keys[: r % len(keys)]
@@ -155,10 +225,14 @@ def main() -> None:
         for b in args.batches
     }
     se = {}
-    if {"resnet50", "se_resnet50"} <= set(args.models):
-        for b in args.batches:
-            for rt in ("torch", "onnxruntime"):
-                se[f"b{b}|{rt}"] = ratio(f"se_resnet50|b{b}|{rt}", f"resnet50|b{b}|{rt}") - 1.0
+    for se_name, base in SE_PAIRS.items():
+        if {se_name, base} <= set(args.models):
+            for b in args.batches:
+                for rt in ("torch", "onnxruntime", "onnxruntime_previous_se"):
+                    if f"{se_name}|b{b}|{rt}" in times:
+                        base_rt = "torch" if rt == "torch" else "onnxruntime"
+                        key = f"{se_name}_vs_{base}|b{b}|{rt}"
+                        se[key] = ratio(f"{se_name}|b{b}|{rt}", f"{base}|b{b}|{base_rt}") - 1.0
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     import onnxruntime
 
@@ -166,8 +240,11 @@ def main() -> None:
         "what": "onnxruntime vs eager PyTorch, CPU, 1 thread each, interleaved rounds; seconds per call",
         "command": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_export.py "
         + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            f"--{k.replace('_', '-')}"
+            if v is True
+            else f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in vars(args).items()
+            if v is not False
         ),  # fmt: skip
         "commit": commit,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -181,7 +258,8 @@ def main() -> None:
         "checks": checks,
         "median_s": med,
         "speedup_onnxruntime_over_torch": speedup,
-        "se_overhead_se_resnet50_vs_resnet50": se,
+        "se_overhead": se,
+        "onnxruntime_profile": profiles,
         "rounds_s": times,
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

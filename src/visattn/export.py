@@ -10,7 +10,9 @@ batch dimension (``dynamic_batch=True``) and a fixed ``(C, H, W)``:
   samples from a ``torch.Generator`` at every call and is refused (``NotExportableError``);
 * dasNet exports with the policy ``theta = mu`` (its ``eval`` forward, deterministic);
 * SE blocks take their plain (unfused) composition while an exporter records the forward
-  (``visattn.attention.se.exporting``): same values, operations every exporter translates;
+  (``visattn.attention.se.exporting``): same values, operations every exporter translates, in the
+  form onnxruntime runs best (``AveragePool -> Conv 1x1 -> Relu -> Conv 1x1 -> Sigmoid -> Resize ->
+  Mul``: no layout reorders; ``SqueezeExcite._export_gate``);
 * ``nn.AdaptiveMaxPool2d`` whose output size does not divide its input size (the ST-CNN's
   localisation net, 7 -> 4) has no ONNX translation; the exported copy computes the same bins
   explicitly (``_BinnedAdaptiveMaxPool2d``), values equal.

@@ -137,8 +137,36 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Rescale the channels of ``x`` (eq. 4): ``(B, C, H, W) -> (B, C, H, W)``."""
+        if exporting():  # the gate as (B, C, 1, 1), broadcast by nearest up-sampling (see _export_gate)
+            h, w = float(x.shape[2]), float(x.shape[3])
+            return x * nn.functional.interpolate(self._export_gate(x), scale_factor=(h, w), mode="nearest")
         g = self.excitation(x)
         return x * g[:, :, None, None]
+
+    def _export_gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate as ``(B, C, 1, 1)`` for exporters, same values as ``excitation``: in ONNX
+        ``AveragePool`` (or ``MaxPool``) over the whole map ``-> Conv 1x1 -> Relu -> Conv 1x1 -> Sigmoid``.
+        With the ``Resize`` (nearest) that ``forward`` broadcasts it by, every operation has an onnxruntime
+        kernel in its blocked NCHWc layout, so the block stays in the layout its convolutions use; the
+        plain form (``ReduceSum, Gemm, Unsqueeze``, a broadcast ``Mul``) made onnxruntime reorder each
+        block's map out of and back into that layout (docs/results/export.md; tests/test_export_se.py)."""
+        check_tensor(x, "x", ndim=4, channels=self.channels)
+        fc1, fc2 = self.fc1, self.fc2
+        size = (int(x.shape[2]), int(x.shape[3]))  # fixed at export: AveragePool, not ReduceMean
+        if self.pool == "avg":
+            s = nn.functional.avg_pool2d(x, size)
+        else:
+            s = nn.functional.max_pool2d(x, size)
+        h = torch.relu(nn.functional.conv2d(s, fc1.weight[:, :, None, None], fc1.bias))
+        z = nn.functional.conv2d(h, fc2.weight[:, :, None, None], fc2.bias)
+        if self.gate == "sigmoid":
+            g = 2.0 * torch.sigmoid(z) if self.identity_init else torch.sigmoid(z)
+        elif self.gate == "tanh":
+            g = 1.0 + torch.tanh(z) if self.identity_init else torch.tanh(z)
+        else:
+            g = torch.relu(z)
+        self.tap(g.flatten(1))  # recorders see (B, C) as in eager mode
+        return g
 
     def residual_relu(
         self, x: torch.Tensor, shortcut: torch.Tensor, *, inplace: bool = False
