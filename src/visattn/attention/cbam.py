@@ -22,6 +22,8 @@ cannot be identity-initialised as is). Taps: ``module.channel.gate.tap`` (``"cha
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -68,16 +70,17 @@ class ConvBlockAttention(nn.Module):
         self.channels = channels
         self.reduction = reduction
         self.identity_init = identity_init
-        self.module = create_timm_attn(
+        module: Any = create_timm_attn(
             "cbam", channels, rd_ratio=1.0 / reduction, spatial_kernel_size=spatial_kernel_size
         )
-        self.module.channel.gate = TimmGate("channel", centred=identity_init)
-        self.module.spatial.gate = TimmGate("spatial", centred=identity_init)
+        module.channel.gate = TimmGate("channel", centred=identity_init)
+        module.spatial.gate = TimmGate("spatial", centred=identity_init)
         if identity_init:
-            nn.init.zeros_(self.module.channel.fc2.weight)
-            bn = self.module.spatial.conv.bn
+            nn.init.zeros_(module.channel.fc2.weight)
+            bn = module.spatial.conv.bn
             nn.init.zeros_(bn.weight)
             nn.init.zeros_(bn.bias)
+        self.module = module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Gate the channels, then the positions, of ``x``: ``(B, C, H, W) -> (B, C, H, W)``."""

@@ -22,6 +22,7 @@ be identity-initialised as is). The gate ``(B, C)`` goes through an ``AttentionT
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -82,10 +83,11 @@ class EfficientChannelAttention(nn.Module):
         self.kernel_size = kernel_size
         self.identity_init = identity_init
         # channels=None: timm then uses kernel_size as given (with channels it recomputes eq. 12)
-        self.module = create_timm_attn("eca", None, kernel_size=kernel_size)
-        self.module.gate = TimmGate("channel", centred=identity_init)
+        module: Any = create_timm_attn("eca", None, kernel_size=kernel_size)
+        module.gate = TimmGate("channel", centred=identity_init)
         if identity_init:
-            nn.init.zeros_(self.module.conv.weight)
+            nn.init.zeros_(module.conv.weight)
+        self.module = module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Rescale the channels of ``x``: ``(B, C, H, W) -> (B, C, H, W)``."""
