@@ -207,9 +207,13 @@ def plot_accuracy_vs_cost(rows: Sequence[dict[str, Any]], *, title: str | None =
     fig = Figure(figsize=(10, 4.2), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     colours = [f"C{i % 10}" for i in range(len(shown))]
+    from matplotlib.ticker import FormatStrFormatter
+
+    untrained = sorted((r[key], i) for key in ("ms_b1",) for i, r in enumerate(shown) if accs[i] is None)
+    stagger = {i: k % 4 for k, (_, i) in enumerate(untrained)}  # labels of neighbours on separate lines
     for ax, key, batch in zip(axes, ("ms_b1", "ms_b32"), (1, 32)):
-        for r, acc, col in zip(shown, accs, colours):
-            x = r[key]
+        for i, (r, acc, col) in enumerate(zip(shown, accs, colours)):
+            x, dy = r[key], 4
             if r.get("test_mean") is not None:
                 ax.errorbar(x, acc, yerr=r.get("test_std") or 0.0, fmt="o", color=col, capsize=3)
                 label = f"{r['arm']} ({r.get('seeds', 0)} seeds)"
@@ -218,15 +222,16 @@ def plot_accuracy_vs_cost(rows: Sequence[dict[str, Any]], *, title: str | None =
                 label = f"{r['arm']} (val)"
             else:
                 ax.plot(x, floor, "x", color=col)
-                acc, label = floor, f"{r['arm']}: not trained"
-            ax.annotate(
-                label, (x, acc), xytext=(4, 4), textcoords="offset points", fontsize=7, color=col, rotation=20
-            )
+                acc, label, dy = floor, f"{r['arm']}: not trained", 4 + 10 * stagger[i]
+            ax.annotate(label, (x, acc), xytext=(4, dy), textcoords="offset points", fontsize=7, color=col)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.tick_params(axis="x", which="minor", labelsize=6)
         ax.set_xlabel(f"CPU ms per image, batch {batch} (one thread, log scale)")
         ax.axhline(floor + pad, color="0.8", lw=0.8)
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("top-1 (%): test, mean ± std over seeds; hollow: validation")
-    axes[0].set_ylim(floor - pad, hi + pad)
+    axes[0].set_ylabel("top-1 (%): test mean ± std; hollow: validation")
+    axes[0].set_ylim(floor - pad, hi + 1.5 * pad)
     fig.suptitle(title or "Accuracy vs inference cost", fontsize=10)
     return fig
