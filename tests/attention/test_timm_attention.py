@@ -96,3 +96,12 @@ def test_bad_options_and_inputs_name_the_option():
         EfficientChannelAttention(16)(torch.randn(2, 15, 4, 4))
     with pytest.raises(ValueError, match=r"x: .*BatchNorm.*\(1, 16, 1, 1\)"):
         ConvBlockAttention(16).train()(torch.randn(1, 16, 1, 1))
+
+
+def test_without_timm_the_error_says_how_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "timm.layers", None)  # `from timm.layers import ...` now fails
+    assert "eca" in visattn.list_attention()  # listing needs no timm
+    with pytest.raises(ImportError, match=r"pip install 'visattn\[timm\]'"):
+        visattn.create_attention("cbam", 8)
