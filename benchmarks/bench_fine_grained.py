@@ -18,13 +18,26 @@ Arms (``--arms``; add one by adding an entry to ``ARMS``):
   parallel attention-transform (scale + translation) spatial transformers, each before its own copy of
   the pretrained backbone, features concatenated;
 - ``dvan`` / ``dvan_nodiv``: DVAN (Zhao et al., arXiv:1606.08572; ``visattn.models.dvan``) over the
-  same backbone with ``--dvan-steps`` canvases of ``--canvas-size``, with and without the diversity term.
+  same backbone with ``--dvan-steps`` canvases of ``--canvas-size``, with and without the diversity term;
+- ``dasnet``: dasNet (Stollenga et al., NIPS 2014; ``visattn.models.dasnet``) steering the fine-tuned
+  ``plain`` run of the same seed (``--dasnet-base``, default ``OUT/plain_sSEED/best.pt``: train ``plain``
+  first, or list it before ``dasnet`` in ``--arms``): gains on the ``--dasnet-part`` filters of MBConv
+  blocks ``--dasnet-blocks`` (``efficientnet_lite.mbconv_filters``), ``--dasnet-passes`` passes, one SNES
+  iteration per batch of ``--dasnet-batch-size`` images, the base competing as iteration 0 on validation;
+- ``eca`` / ``cbam``: timm's ECA (Wang et al., arXiv:1910.03151) and CBAM (Woo et al., arXiv:1807.06521)
+  from its attention factory, inserted by ``visattn.retrofit`` like SE (identity at insertion:
+  ``visattn.attention.eca`` / ``.cbam``);
+- two-level attention (Xiao et al., CVPR 2015) is a pipeline, not an engine config: its row comes from
+  ``benchmarks/bench_two_level.py`` (``--arms two_level`` prints the command).
 
 Every run appends a row to ``--json`` (raw output: the engine's summary and per-epoch history, process
 CPU seconds, wall seconds, ms per optimiser step, commit, date, machine, command). ``--time-steps N``
 instead times ``N`` training steps of each arm (process CPU and wall ms per step). ``--latency`` instead
 times inference of each arm at batch 1 and batch 32 (one thread, the arms interleaved in one run, median
-of ``--reps``) and stores ms per image.
+of ``--reps``) and stores ms per image; the dasNet arm is timed over an untrained stand-in base when its
+fine-tuned base does not exist yet (same cost). ``--plot OUT.png --plot-from A.json ...`` draws top-1
+against CPU ms per image from the JSON rows (``visattn.viz.leaderboard``; the same plot as
+``visattn report --leaderboard A.json``); it holds no image pixels.
 
 Usage (a smoke run; see docs/results/fine_grained.md for the commands behind the published numbers)::
 
@@ -49,7 +62,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["ARMS", "arm_config", "main"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import portable_path  # noqa: E402
+
+__all__ = ["ARMS", "ELSEWHERE", "arm_config", "build_parser", "dasnet_steer", "main"]
 
 MACHINE = "shared 2-core CPU VM, no GPU"
 
@@ -68,7 +84,30 @@ ARMS: dict[str, dict[str, Any]] = {
     },
     "dvan": {"model": "dvan", "model_kwargs": {"diversity_weight": 1.0}},
     "dvan_nodiv": {"model": "dvan", "model_kwargs": {"diversity_weight": 0.0}},
+    "dasnet": {"model": "dasnet", "model_kwargs": {"base_model": "efficientnet_lite0"}},
+    "eca": {"model": "efficientnet_lite0", "retrofit": "eca", "retrofit_kwargs": {"identity_init": True}},
+    "cbam": {"model": "efficientnet_lite0", "retrofit": "cbam", "retrofit_kwargs": {"identity_init": True}},
 }
+# rows produced by another script: the command that regenerates them
+ELSEWHERE = {
+    "two_level": "python benchmarks/bench_two_level.py --config benchmarks/configs/two_level_flowers.yaml "
+    "(see docs/results/two_level.md)",
+}
+LITE0_BLOCKS = 16
+
+
+def dasnet_steer(args: argparse.Namespace) -> list[str]:
+    """The layers dasNet steers: ``efficientnet_lite.mbconv_filters`` of ``--dasnet-blocks``."""
+    from visattn.models.efficientnet_lite import MBCONV_PARTS
+
+    return [f"net._blocks.{b % LITE0_BLOCKS}.{MBCONV_PARTS[args.dasnet_part]}" for b in args.dasnet_blocks]
+
+
+def dasnet_base(arm_seed: int, args: argparse.Namespace) -> Path:
+    """The fine-tuned plain checkpoint dasNet steers."""
+    if args.dasnet_base is not None:
+        return Path(args.dasnet_base.format(seed=arm_seed))
+    return Path(args.out) / f"plain_s{arm_seed}" / "best.pt"
 
 
 def arm_config(arm: str, seed: int, args: argparse.Namespace) -> Any:
@@ -77,7 +116,22 @@ def arm_config(arm: str, seed: int, args: argparse.Namespace) -> Any:
 
     spec = json.loads(json.dumps(ARMS[arm]))  # a deep copy
     kw = spec.setdefault("model_kwargs", {})
-    if spec["model"] == "dvan":
+    batch_size, select_initial = args.batch_size, False
+    if spec["model"] == "dasnet":
+        base = dasnet_base(seed, args)
+        if not base.is_file() and getattr(args, "stand_in_base", None) is not None:
+            base = args.stand_in_base  # timing only: an untrained plain network costs the same
+        kw.update(
+            base=str(base),
+            base_kwargs={"image_size": args.size, "pretrained": False},
+            steer=dasnet_steer(args),
+            passes=args.dasnet_passes,
+            population=args.dasnet_population,
+            sigma0=args.dasnet_sigma0,
+            seed=seed,
+        )
+        batch_size, select_initial = args.dasnet_batch_size, True  # the base competes as iteration 0
+    elif spec["model"] == "dvan":
         kw.update(steps=args.dvan_steps, image_size=args.size, canvas_size=args.canvas_size or args.size)
         kw.update(min_scale=args.min_scale)
     elif spec["model"] == "st_cnn":
@@ -91,7 +145,7 @@ def arm_config(arm: str, seed: int, args: argparse.Namespace) -> Any:
         data_kwargs={"size": args.size},
         epochs=args.epochs,
         max_steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         eval_batch_size=args.eval_batch_size,
         optimizer="adamw",
         lr=args.lr,
@@ -103,7 +157,7 @@ def arm_config(arm: str, seed: int, args: argparse.Namespace) -> Any:
         out=str(Path(args.out) / f"{arm}_s{seed}"),
         progress=False,
         test_at_end=args.test,
-        select_initial=False,
+        select_initial=select_initial,
         device="cpu",
     )
 
@@ -135,7 +189,7 @@ def _meta(args: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "command": "python benchmarks/bench_fine_grained.py " + shlex.join(sys.argv[1:]),
+        "command": portable_path("python benchmarks/bench_fine_grained.py " + shlex.join(sys.argv[1:])),
     }
 
 
@@ -185,7 +239,8 @@ def step_time_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     rows = []
     for arm in args.arms:
-        trainer = Trainer(arm_config(arm, 0, args))
+        cfg = arm_config(arm, 0, args)
+        trainer = Trainer(cfg)
         trainer.model.train()
         it = iter(trainer.train_loader)
         load_cpu, step_cpu, step_wall = [], [], []
@@ -203,11 +258,11 @@ def step_time_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append(
             {
                 "arm": arm,
-                "params": sum(p.numel() for p in trainer.model.parameters()),
-                "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-                "batch_size": args.batch_size,
+                **_param_counts(trainer.model),
+                "batch_size": cfg.batch_size,
                 "size": args.size,
                 "steps_timed": args.time_steps,
+                **_stand_in_note(arm, args),
                 "cpu_ms_per_step_load": 1000 * statistics.median(load_cpu),
                 "cpu_ms_per_step_train": 1000 * statistics.median(step_cpu),
                 "wall_ms_per_step_train": 1000 * statistics.median(step_wall),
@@ -216,6 +271,50 @@ def step_time_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         print(rows[-1], flush=True)
         del trainer
     return rows
+
+
+def _param_counts(model: torch.nn.Module) -> dict[str, int]:
+    """``params``: every parameter, plus dasNet's policy (SNES's search mean, a buffer) as ``policy_params``."""
+    policy = int(getattr(model, "policy_dim", 0))
+    out = {
+        "params": sum(p.numel() for p in model.parameters()) + policy,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad) + policy,
+    }
+    if policy:
+        out["policy_params"] = policy
+    return out
+
+
+def _stand_in_note(arm: str, args: argparse.Namespace) -> dict[str, str]:
+    stand_in = getattr(args, "stand_in_base", None)
+    if ARMS[arm]["model"] == "dasnet" and stand_in is not None and not dasnet_base(0, args).is_file():
+        return {"dasnet_base": "untrained stand-in (the fine-tuned plain run did not exist; same cost)"}
+    return {}
+
+
+def _make_stand_in_base(args: argparse.Namespace, folder: Path) -> Path:
+    """An untrained plain EfficientNet-Lite0 checkpoint for timing dasNet before its base is trained."""
+    from visattn.models import create_model
+
+    net = create_model("efficientnet_lite0", num_classes=102, image_size=args.size, pretrained=False)
+    path = folder / "stand_in_plain.pt"
+    torch.save({"model": net.state_dict()}, path)
+    return path
+
+
+def plot(args: argparse.Namespace) -> None:
+    """Top-1 against CPU ms per image from the JSON rows of ``--plot-from`` (``visattn.viz.leaderboard``)."""
+    from visattn.viz.leaderboard import leaderboard_rows, plot_accuracy_vs_cost
+
+    saved = [json.loads(Path(p).read_text()) for p in args.plot_from]
+    rows = leaderboard_rows(saved)
+    fig = plot_accuracy_vs_cost(
+        rows,
+        title=f"Flowers-102, EfficientNet-Lite0 at {args.size} px: top-1 vs CPU ms per image "
+        "(one thread; 'not trained': accuracy not run yet)",
+    )
+    fig.savefig(args.plot, dpi=90)
+    print(f"wrote {args.plot} from {len(rows)} arms")
 
 
 @torch.no_grad()
@@ -248,7 +347,8 @@ def latency_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append(
             {
                 "arm": arm,
-                "params": sum(p.numel() for p in m.parameters()),
+                **_param_counts(m),
+                **_stand_in_note(arm, args),
                 "cpu_ms_per_image_b1": statistics.median(times[(arm, 1)]),
                 "cpu_ms_per_image_b32": statistics.median(times[(arm, 32)]),
                 "reps": args.reps,
@@ -314,9 +414,10 @@ def _save(path: Path, key: str, rows: list[dict[str, Any]], meta: dict[str, Any]
     path.write_text(json.dumps(saved, indent=1))
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (every option has a default: ``build_parser().parse_args([])`` is the default recipe)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arms", nargs="+", default=["plain", "dvan"], choices=sorted(ARMS))
+    p.add_argument("--arms", nargs="+", default=["plain", "dvan"], choices=sorted([*ARMS, *ELSEWHERE]))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--data-dir", default="../shared/data", help="folder holding flowers-102/")
     p.add_argument("--size", type=int, default=128, help="image side (training crops and evaluation)")
@@ -330,6 +431,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dvan-steps", type=int, default=3, help="DVAN's T (canvases)")
     p.add_argument("--canvas-size", type=int, default=None, help="DVAN's canvas side (default: --size)")
     p.add_argument("--min-scale", type=float, default=0.5, help="DVAN's smallest canvas")
+    p.add_argument(
+        "--dasnet-base",
+        default=None,
+        help="dasNet's base checkpoint ({seed} is filled in); default OUT/plain_sSEED/best.pt",
+    )
+    p.add_argument(
+        "--dasnet-blocks",
+        nargs="+",
+        type=int,
+        default=[15],
+        choices=range(-16, 16),
+        metavar="B",
+        help="MBConv blocks (0..15, negative from the end) whose filters dasNet steers",
+    )
+    p.add_argument("--dasnet-part", default="project", choices=["expand", "depthwise", "project"])
+    p.add_argument("--dasnet-passes", type=int, default=2)
+    p.add_argument("--dasnet-population", type=int, default=None, help="SNES population (default 4 + 3 ln d)")
+    p.add_argument("--dasnet-sigma0", type=float, default=0.05)
+    p.add_argument("--dasnet-batch-size", type=int, default=32, help="images per SNES iteration")
     p.add_argument("--out", default="runs/fine_grained")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--test", action="store_true", help="score the test split (the frozen final run only)")
@@ -338,9 +458,31 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--time-steps", type=int, default=0, help="only time this many training steps per arm")
     p.add_argument("--draw", type=Path, default=None, help="PNG: a trained DVAN arm's maps on its canvases")
     p.add_argument("--draw-n", type=int, default=4)
+    p.add_argument("--plot", type=Path, default=None, help="PNG: top-1 vs CPU ms per image from --plot-from")
+    p.add_argument("--plot-from", nargs="+", type=Path, default=[], help="JSON files written by this script")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     meta = _meta(args)
+    if args.plot is not None:
+        if not args.plot_from:
+            p.error("--plot needs --plot-from A.json [B.json ...]")
+        plot(args)
+        return
+    for arm in [a for a in args.arms if a in ELSEWHERE]:
+        print(f"{arm}: its row comes from another script: {ELSEWHERE[arm]}")
+    args.arms = [a for a in args.arms if a not in ELSEWHERE]
+    if "dasnet" in args.arms and "plain" in args.arms:  # dasNet steers the plain run of the same seed
+        args.arms = [a for a in args.arms if a != "dasnet"] + ["dasnet"]
+    if "dasnet" in args.arms and (args.latency or args.time_steps):
+        import tempfile
+
+        tmp = tempfile.TemporaryDirectory()
+        args.stand_in_base = _make_stand_in_base(args, Path(tmp.name))
     if args.draw is not None:
         draw(args)
         return
@@ -356,6 +498,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     for seed in args.seeds:
         for arm in args.arms:
+            if ARMS[arm]["model"] == "dasnet" and not dasnet_base(seed, args).is_file():
+                raise SystemExit(
+                    f"dasnet: its base {dasnet_base(seed, args)} does not exist; train the plain arm first "
+                    f"(--arms plain dasnet --seeds {seed}) or pass --dasnet-base"
+                )
             row = train_row(arm, seed, args)
             if args.json is not None:
                 _save(args.json, "runs", [row], meta)

@@ -231,10 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     rp = sub.add_parser("report", parents=common, help="one self-contained HTML page comparing run folders")
-    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by `visattn train`")
+    rp.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run folders written by `visattn train`")
     rp.add_argument("--out", default="report.html", help="the HTML file to write")
     rp.add_argument("--data-dir", help="dataset folder overriding the runs' own data_dir")
     rp.add_argument("--images", type=int, default=6, help="test images shown per run")
+    rp.add_argument(
+        "--leaderboard",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="a benchmark's raw JSON (benchmarks/bench_fine_grained.py): leaderboard table and plot (repeatable)",
+    )
 
     from visattn.pipelines.cli import add_pipeline_parser
 
@@ -534,7 +541,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from visattn.report import write_report
 
-    path = write_report(args.run_dirs, args.out, data_dir=args.data_dir, images=args.images)
+    path = write_report(
+        args.run_dirs, args.out, data_dir=args.data_dir, images=args.images, leaderboards=args.leaderboard
+    )
     print(f"report: {path}")
     return 0
 

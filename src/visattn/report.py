@@ -9,7 +9,10 @@ The page holds, for the run folders given (what ``visattn train`` writes: ``conf
    images (spread over the classes, evenly spaced within each, the same for every run on the same
    data: :func:`fixed_test_batch`);
 4. the localisation table (``visattn.viz.localization``) for runs whose dataset carries object boxes
-   (``DatasetSplits.extras["test_boxes"]``: translated and cluttered MNIST).
+   (``DatasetSplits.extras["test_boxes"]``: translated and cluttered MNIST);
+5. with ``leaderboards=[...]`` (``visattn report --leaderboard FILE.json``): the leaderboard table and
+   the accuracy-vs-CPU-cost plot of ``visattn.viz.leaderboard`` from a benchmark's raw JSON
+   (``benchmarks/bench_fine_grained.py``); the page may then hold no run at all.
 
 An app beside the CLI (formerly ``visattn.viz.report``, still importable): runs are rebuilt with
 ``visattn.train.load_run`` (weights-only loading); ``visattn.viz`` draws the pictures.
@@ -318,6 +321,7 @@ def write_report(
     class_images: int = 256,
     localization_images: int = 256,
     data_dir: str | None = None,
+    leaderboards: Sequence[str | Path] = (),
 ) -> Path:
     """Write one self-contained HTML page comparing ``run_dirs``; return its path.
 
@@ -330,10 +334,13 @@ def write_report(
         class_images: test images behind the per-class plots (channel weights, gains).
         localization_images: test images scored for localisation (datasets with boxes only).
         data_dir: dataset folder overriding the runs' own ``data_dir``.
+        leaderboards: raw JSON files of ``benchmarks/bench_fine_grained.py`` (merged) for a
+            leaderboard section (table and accuracy-vs-cost plot).
     """
     check_type(run_dirs, "run_dirs", (list, tuple))
-    if not run_dirs:
-        raise ValueError("run_dirs must name at least one run folder, got none")
+    check_type(leaderboards, "leaderboards", (list, tuple))
+    if not run_dirs and not leaderboards:
+        raise ValueError("run_dirs must name at least one run folder (or pass leaderboards), got none")
     for name, v in (
         ("images", images),
         ("class_images", class_images),
@@ -356,6 +363,10 @@ def write_report(
     body = [f"<h1>{html.escape(title)}</h1>"]
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     body.append(f'<p class="cap">{len(runs)} run(s); written {stamp}; one page, images embedded.</p>')
+    if leaderboards:
+        body.append(_leaderboard_section(leaderboards))
+    if not runs:
+        return _write_page(title, body, out_html)
     body.append("<h2>Metrics</h2>" + _table(head, _metrics_rows(runs), left=4))
     curves = _curves_png(runs)
     body.append("<h2>Learning curves</h2>")
@@ -383,6 +394,10 @@ def write_report(
             '<p class="note">No run\'s test set carries object boxes (translated and cluttered MNIST do), '
             "so there is nothing to score.</p>"
         )
+    return _write_page(title, body, out_html)
+
+
+def _write_page(title: str, body: list[str], out_html: str | Path) -> Path:
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
@@ -393,3 +408,34 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
+
+
+def _leaderboard_section(paths: Sequence[str | Path]) -> str:
+    """The leaderboard table and plot (``visattn.viz.leaderboard``) from benchmark JSON files."""
+    from visattn.viz.leaderboard import leaderboard_rows, plot_accuracy_vs_cost
+    from visattn.viz.views import figure_png
+
+    saved = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"leaderboards: {str(p)!r} is not a file")
+        saved.append(json.loads(Path(p).read_text()))
+    rows = leaderboard_rows(saved)
+    head = ["arm", "params", "seeds", "test top-1 (%)", "± std", "Δ plain", "p", "val top-1 (%)"]
+    head += ["ms/img b1", "ms/img b32", "train CPU-h"]
+    table = [
+        [r["arm"], r["params"], r["seeds"], r["test_mean"], r["test_std"], r["diff"], r["p"], r["val_mean"]]
+        + [r["ms_b1"], r["ms_b32"], r["train_cpu_h"]]
+        for r in rows
+    ]
+    parts = ["<h2>Leaderboard</h2>", _table(head, table)]
+    parts.append(
+        '<p class="cap">From ' + html.escape(", ".join(Path(p).name for p in paths)) + ": test top-1 mean "
+        "± std over seeds; Δ plain: paired difference to the plain arm over their common seeds, p: two-sided "
+        "paired t-test; CPU ms per image: one thread, process CPU time. – : not measured.</p>"
+    )
+    try:
+        parts.append(_img(figure_png(plot_accuracy_vs_cost(rows)), "accuracy vs CPU cost"))
+    except ValueError as e:  # no latency rows: nothing to put on the x axis
+        parts.append(f'<p class="note">{html.escape(str(e))}</p>')
+    return "".join(parts)

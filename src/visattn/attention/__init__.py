@@ -19,6 +19,8 @@ from visattn.attention._registry import (
 from visattn.attention._tap import TAP_KINDS, AttentionTap
 
 # Mechanism modules register themselves on import; keep one import line per paper below.
+from visattn.attention.cbam import ConvBlockAttention
+from visattn.attention.eca import EfficientChannelAttention
 from visattn.attention.feedback import FilterGains
 from visattn.attention.glimpse import GlimpseSensor
 from visattn.attention.hourglass import Hourglass
@@ -28,6 +30,8 @@ from visattn.attention.se import SqueezeExcite
 from visattn.attention.spatial_transformer import SpatialTransformer
 
 __all__ = [
+    "ConvBlockAttention",
+    "EfficientChannelAttention",
     "FilterGains",
     "GlimpseSensor",
     "HolisticAttention",

@@ -210,7 +210,13 @@ class DVAN(nn.Module):
             if p0 is not None:
                 x = x.to(p0.device)
             with torch.enable_grad():
-                feat = self._run_backbone(x)
+                try:
+                    feat = self._run_backbone(x)
+                except ValueError as e:  # e.g. the backbone's own minimum input size
+                    raise ValueError(
+                        f"canvas_size={self.canvas_size}: the backbone {type(self.backbone).__name__} cannot "
+                        f"take {self.canvas_size}x{self.canvas_size} canvases ({e}); raise canvas_size"
+                    ) from e
                 if not isinstance(feat, torch.Tensor) or feat.ndim != 4 or min(feat.shape[2:]) < 1:
                     what = tuple(feat.shape) if isinstance(feat, torch.Tensor) else type(feat).__name__
                     raise ValueError(

@@ -20,6 +20,7 @@ wheels depend on an unpinned torch).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -29,7 +30,17 @@ from visattn._validate import check_choice, check_positive, check_type
 from visattn.models._common import InputSpec, check_input, check_model_args
 from visattn.models._registry import register_model
 
-__all__ = ["EfficientNetLite", "efficientnet_lite0", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "EfficientNetLite",
+    "efficientnet_lite0",
+    "mbconv_filters",
+    "MBCONV_PARTS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+# the filters of an MBConv block, by the BatchNorm that normalises them (the package's names)
+MBCONV_PARTS = {"expand": "_bn0", "depthwise": "_bn1", "project": "_bn2"}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,6 +109,47 @@ class EfficientNetLite(nn.Module):
         f = self.features(self.net.extract_features(x))
         pooled = self.net._dropout(f.mean(dim=(2, 3)))  # noqa: SLF001  (the package's own head)
         return self.fc(pooled)
+
+
+def mbconv_filters(model: nn.Module, blocks: Sequence[int] | int = (-1,), part: str = "project") -> list[str]:
+    """Names of the layers whose outputs are the ``part`` filters of the MBConv ``blocks`` of ``model``.
+
+    For dasNet's ``steer`` (``create_model("dasnet", base=..., steer=mbconv_filters(base, [14, 15]))``):
+    each name is the BatchNorm right after the conv (``expand`` 1x1, ``depthwise`` or ``project`` 1x1),
+    so a gain multiplies a filter's normalised response as the next layer sees it (before the block's
+    ReLU6 for ``expand``/``depthwise``; the block's output before its skip connection for ``project``).
+    A gain on the conv itself would partly be undone by the BatchNorm's shift.
+
+    Args:
+        model: an :class:`EfficientNetLite` (or the package's ``EfficientNet``).
+        blocks: block indices (negative from the end; Lite0 has 16 blocks).
+        part: ``"expand"``, ``"depthwise"`` or ``"project"`` (block 0 has no expand conv).
+
+    >>> net = efficientnet_lite0(num_classes=3, pretrained=False, image_size=32)
+    >>> mbconv_filters(net, [-1]), mbconv_filters(net, 14, "depthwise")
+    (['net._blocks.15._bn2'], ['net._blocks.14._bn1'])
+    """
+    check_type(model, "model", nn.Module)
+    check_choice(part, "part", tuple(MBCONV_PARTS))
+    prefix = "net." if isinstance(model, EfficientNetLite) else ""
+    found = getattr(model.net if prefix else model, "_blocks", None)
+    if not isinstance(found, nn.ModuleList):
+        raise ValueError(f"model: {type(model).__name__} has no MBConv blocks (no '_blocks' list)")
+    idx = [blocks] if isinstance(blocks, int) else list(blocks)
+    n = len(found)
+    names = []
+    for b in idx:
+        if isinstance(b, bool) or not isinstance(b, int) or not -n <= b < n:
+            raise ValueError(
+                f"blocks: {b!r} is not a block index of the {n} MBConv blocks (0..{n - 1} or -{n}..-1)"
+            )
+        attr = MBCONV_PARTS[part]
+        if not hasattr(found[b], attr):
+            raise ValueError(f"blocks: block {b % n} has no {part!r} conv (its expansion ratio is 1)")
+        names.append(f"{prefix}_blocks.{b % n}.{attr}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"blocks must name distinct blocks, got {idx}")
+    return names
 
 
 @register_model("efficientnet_lite0")

@@ -4,6 +4,7 @@ Reads ``visattn.functional``, ``visattn.attention`` and ``visattn.models`` only;
 loads runs is the app ``visattn.report``.
 """
 
+from visattn.viz.canvases import canvas_overlays, plot_canvases
 from visattn.viz.excitation import excitation_stats, plot_excitations
 from visattn.viz.gains import dasnet_report, gain_trajectories, plot_changed_predictions, plot_gain_evolution
 from visattn.viz.glimpses import glimpse_episode, plot_glimpses, save_glimpse_gif
@@ -22,6 +23,7 @@ __all__ += ["AttentionRecorder", "TapRecord", "find_taps", "record_attention"]
 __all__ += ["attention_views", "gradcam", "overlay_grid", "plot_class_weights", "plot_glimpse_path"]
 __all__ += ["centre_prior", "localization_scores", "mass_in_box", "pointing_game"]
 __all__ += ["AttentionImageLogger", "write_attention_images", "View", "register_view", "registered_views"]
+__all__ += ["canvas_overlays", "plot_canvases"]
 
 
 def __getattr__(name: str):  # deprecated: the report is an app now (``visattn.report``)

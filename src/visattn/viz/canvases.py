@@ -11,6 +11,12 @@ grey otherwise), under its attention map up-sampled bilinearly (``align_corners=
 canvas's ``(S, S)`` and divided by its own maximum, coloured with ``jet`` at ``alpha``. Colours compare
 positions within one panel, not panels with each other (each map is a distribution over its own
 canvas's positions).
+
+The report (``visattn report`` / ``visattn.report.write_report``) draws a DVAN run's maps this way: the
+view ``"dvan canvases"`` (registered here, for models of type ``DVAN``) takes the ``T`` calls of DVAN's
+attention tap from ``AttentionRecorder`` and puts each step's map over its own canvas; it claims those
+records (``exclusive``), so the generic overlay does not draw them over the whole input, whose frame
+they are not in.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from visattn._validate import check_range, check_tensor
+from visattn.attention.state_spatial import StateSpatialAttention
+from visattn.models.dvan import DVAN
+from visattn.viz.views import View, ViewContext, figure_png, register_view
 
 __all__ = ["canvas_overlays", "plot_canvases"]
 
@@ -114,3 +123,35 @@ def plot_canvases(
             if j == 0 and titles is not None:
                 ax.set_ylabel(str(titles[i]), fontsize=7)
     return fig
+
+
+@register_view(
+    "dvan canvases", kinds=("spatial",), owner=StateSpatialAttention, model=DVAN, exclusive=True, order=12
+)
+def _dvan_canvases_view(ctx: ViewContext, records: dict[str, Any]) -> list[View]:
+    """Each DVAN step's recorded map ``(B, 1, h, w)`` (``T`` calls of one tap) over its canvas."""
+    model = ctx.model
+    assert isinstance(model, DVAN)  # the view is registered for DVAN models only
+    canv = model.canvases(ctx.xs)
+    scales = model.boxes[:, 2].tolist()
+    views = []
+    for name, rec in records.items():
+        maps = rec.stacked()[: ctx.show, :, 0]  # (B, T, h, w)
+        if maps.shape[:2] != canv.shape[:2]:  # not DVAN's own T-step tap: nothing to put on the canvases
+            continue
+        fig = plot_canvases(
+            canv,
+            maps,
+            titles=ctx.titles,
+            step_titles=[f"step {t + 1}, scale {s:.2f}" for t, s in enumerate(scales)],
+        )
+        views.append(
+            View(
+                f"DVAN attention on its canvases: {name}",
+                "One row per image (true→predicted), one column per step: the step's canvas (the "
+                "whole image, then smaller crops, each resized to the backbone's input) under its soft "
+                "attention map over the canvas's feature positions (up-sampled, scaled to its own maximum).",
+                figure_png(fig),
+            )
+        )
+    return views
