@@ -56,9 +56,13 @@ def check_model_fits(model: nn.Module, name: str, in_chans: int, image_size: tup
     if h < spec.min_size[0] or w < spec.min_size[1]:
         raise ValueError(
             f"model {name!r} needs images of at least {spec.min_size[0]}x{spec.min_size[1]}, the data has {h}x{w}"
+            " (resize the data: data_kwargs size for image folders)"
         )
     if spec.size is not None and tuple(spec.size) != (h, w):
-        raise ValueError(f"model {name!r} needs {spec.size[0]}x{spec.size[1]} images, the data has {h}x{w}")
+        raise ValueError(
+            f"model {name!r} needs {spec.size[0]}x{spec.size[1]} images, the data has {h}x{w}"
+            " (resize the data: data_kwargs size for image folders)"
+        )
 
 
 def data_info(splits: Any) -> dict[str, Any]:
