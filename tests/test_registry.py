@@ -167,3 +167,26 @@ def test_sensors_are_listed_apart_from_drop_in_attention():
     ):
         with pytest.raises(ValueError, match="'glimpse' is a sensor"):
             where()
+
+
+def test_create_model_hands_pretrained_to_a_builder_with_weights_of_its_own(monkeypatch):
+    from visattn.models import _registry
+
+    seen = []
+
+    def own_weights(*, num_classes: int = 3, pretrained: bool | None = None) -> torch.nn.Module:
+        seen.append(pretrained)
+        return torch.nn.Linear(2, num_classes)
+
+    def plain(*, num_classes: int = 3) -> torch.nn.Module:
+        return torch.nn.Linear(2, num_classes)
+
+    monkeypatch.setitem(_registry._MODELS._entries, "test_own_weights", own_weights)
+    monkeypatch.setitem(_registry._MODELS._entries, "test_plain", plain)
+    for p in (None, False, True):
+        visattn.create_model("test_own_weights", pretrained=p)
+    # default -> the builder's default; False -> random init; True with no shipped weights -> its own
+    assert seen == [None, False, True]
+    assert isinstance(visattn.create_model("test_plain", pretrained=False), torch.nn.Linear)
+    with pytest.raises(ValueError, match="no shipped weights for model 'test_plain'"):
+        visattn.create_model("test_plain", pretrained=True)

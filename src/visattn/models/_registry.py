@@ -5,6 +5,7 @@ Builders are keyword-only: ``create_model(name, *, num_classes=10, in_chans=3, .
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,17 @@ def register_model(name: str | None = None):
     return _MODELS.register(name)
 
 
-def create_model(name: str, pretrained: bool | str | Path = False, **kwargs: Any) -> nn.Module:
+def create_model(name: str, pretrained: bool | str | Path | None = None, **kwargs: Any) -> nn.Module:
     """Build the model registered as ``name``; options are keyword-only.
 
     ``pretrained``: ``True`` (the package's default weights for ``name``), a tag of its shipped weights,
     a path to a ``.safetensors`` file with its card beside it, or a URL (downloaded once into a cache);
     the model then has its card's kwargs, is in eval mode, and ``model.pretrained_card`` is the card
     (``visattn.models._pretrained``; ``list_pretrained()`` lists the shipped ones).
+
+    A builder with weights of its own (``efficientnet_lite0``'s ImageNet weights) gets ``pretrained``
+    passed on: ``None`` (default) is that builder's default, ``False`` a random init, and ``True`` its own
+    weights when visattn ships none for ``name``.
 
     >>> import torch, visattn
     >>> m = visattn.create_model("resnet20", num_classes=10)
@@ -37,11 +42,17 @@ def create_model(name: str, pretrained: bool | str | Path = False, **kwargs: Any
     >>> visattn.create_model("mnist_cnn", pretrained=True).pretrained_card["dataset"]
     'mnist'
     """
-    if pretrained is False or pretrained is None:
+    builder = _MODELS.get(name)
+    own_weights = "pretrained" in inspect.signature(builder).parameters
+    if pretrained is None:
         return _MODELS.create(name, **kwargs)
-    from visattn.models._pretrained import build_pretrained
+    if pretrained is False:
+        return _MODELS.create(name, **({"pretrained": False} if own_weights else {}), **kwargs)
+    from visattn.models._pretrained import build_pretrained, list_pretrained
 
-    return build_pretrained(_MODELS.get(name), name, pretrained, kwargs)
+    if pretrained is True and own_weights and not list_pretrained(name):
+        return _MODELS.create(name, pretrained=True, **kwargs)
+    return build_pretrained(builder, name, pretrained, kwargs)
 
 
 def get_model_builder(name: str) -> Any:
