@@ -203,8 +203,13 @@ def baseline(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {}
     if args.score_test:  # once, after training; the recipe was frozen on validation
         te = images.index("test")
-        probs_te = predict(net, whole_images(images, te, image_size=args.image_sizes[0], patch_size=args.patch))
-        res = {"test_top1_whole_image": 100.0 * int((probs_te.argmax(1) == y[te]).sum()) / len(te), "n_test": len(te)}
+        probs_te = predict(
+            net, whole_images(images, te, image_size=args.image_sizes[0], patch_size=args.patch)
+        )
+        res = {
+            "test_top1_whole_image": 100.0 * int((probs_te.argmax(1) == y[te]).sum()) / len(te),
+            "n_test": len(te),
+        }
     return {**res, "epochs": args.baseline_epochs, "val_top1_whole_image": top1, "train_losses": losses,
             "wall_seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
             "image_size": args.image_sizes[0], "patch_size": args.patch, "n_train": len(tr), "n_val": len(val)}  # fmt: skip
