@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         "command": "nice -n 5 bash benchmarks/run_two_level_test.sh && python benchmarks/summarize_two_level.py "
         f"--root {args.root} --json {args.json}",
         "commands": COMMANDS,
+        "note": "seed 0's pipeline started at 83aec09, the rest at 477fa1b (run_commits: the baselines'); the "
+        "commits between changed only the HTML report, the CLI help and this script, not the pipeline or "
+        "the baseline. Test top-1 of each arm and seed was computed once (fuse stage; baseline's end).",
         "data": "../shared/data/flowers-102 (official 1,020 train / 1,020 val / 6,149 test)",
     }
     out = {"meta": meta, **summary}
