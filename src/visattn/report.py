@@ -13,7 +13,8 @@ The page holds, for the run folders given (what ``visattn train`` writes: ``conf
 5. for two-level pipeline folders (what ``visattn pipeline two-level`` writes under ``out``): each
    level's validation (and test, when scored) top-1 and, for ``images`` test images (validation when
    the test split was not scored), the proposals, the kept patches and each part detector's patch
-   (``visattn.pipelines.two_level.figures``, drawn by ``visattn.viz.patches``);
+   (``visattn.pipelines.two_level.figures``, drawn by ``visattn.viz.patches``; images come from the
+   run's own ``data_dir``, since its stage caches are keyed on it);
 6. with ``leaderboards=[...]`` (``visattn report --leaderboard FILE.json``): the leaderboard table and
    the accuracy-vs-CPU-cost plot of ``visattn.viz.leaderboard`` from a benchmark's raw JSON
    (``benchmarks/bench_fine_grained.py``); the page may then hold no run at all.
