@@ -318,6 +318,14 @@ _FIGURES = {
             r["test_top1"] for r in _rows("se_retrofit_transcribed.json", "rows") if r["run"] == "retrofit"
         ],
     ),
+    "two-level fused": (
+        "54.43 ± 0.47",
+        lambda: _rows("two_level_test.json", "arms", "object + part fused", "test"),
+    ),
+    "two-level whole image": (
+        "40.99 ± 0.84",
+        lambda: _rows("two_level_test.json", "arms", "whole image, 14 epochs", "test"),
+    ),
     "se flowers se arm": (
         "79.11 ± 0.40",
         lambda: [r["test_top1"] for r in _rows("se_flowers.json", "runs") if r["arm"] == "se"],

@@ -231,7 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     rp = sub.add_parser("report", parents=common, help="one self-contained HTML page comparing run folders")
-    rp.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run folders written by `visattn train`")
+    rp.add_argument(
+        "run_dirs",
+        nargs="*",
+        metavar="RUN_DIR",
+        help="run folders written by `visattn train` or `visattn pipeline two-level`",
+    )
     rp.add_argument("--out", default="report.html", help="the HTML file to write")
     rp.add_argument("--data-dir", help="dataset folder overriding the runs' own data_dir")
     rp.add_argument("--images", type=int, default=6, help="test images shown per run")

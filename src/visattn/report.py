@@ -10,7 +10,12 @@ The page holds, for the run folders given (what ``visattn train`` writes: ``conf
    data: :func:`fixed_test_batch`);
 4. the localisation table (``visattn.viz.localization``) for runs whose dataset carries object boxes
    (``DatasetSplits.extras["test_boxes"]``: translated and cluttered MNIST);
-5. with ``leaderboards=[...]`` (``visattn report --leaderboard FILE.json``): the leaderboard table and
+5. for two-level pipeline folders (what ``visattn pipeline two-level`` writes under ``out``): each
+   level's validation (and test, when scored) top-1 and, for ``images`` test images (validation when
+   the test split was not scored), the proposals, the kept patches and each part detector's patch
+   (``visattn.pipelines.two_level.figures``, drawn by ``visattn.viz.patches``; images come from the
+   run's own ``data_dir``, since its stage caches are keyed on it);
+6. with ``leaderboards=[...]`` (``visattn report --leaderboard FILE.json``): the leaderboard table and
    the accuracy-vs-CPU-cost plot of ``visattn.viz.leaderboard`` from a benchmark's raw JSON
    (``benchmarks/bench_fine_grained.py``); the page may then hold no run at all.
 
@@ -327,7 +332,7 @@ def write_report(
 
     Args:
         run_dirs: run folders written by ``visattn train`` / ``fit`` (``config.yaml``, ``metrics.jsonl``,
-            ``summary.json``, ``best.pt``).
+            ``summary.json``, ``best.pt``), or two-level pipeline folders (``visattn pipeline two-level``).
         out_html: the page to write (folders are created).
         title: the page's title.
         images: test images shown per run (overlays, warps, glimpse paths).
@@ -347,7 +352,10 @@ def write_report(
         ("localization_images", localization_images),
     ):
         check_positive(v, name, integer=True)
-    runs = [read_run(d) for d in run_dirs]
+    from visattn.pipelines.two_level.figures import is_two_level_run
+
+    two_level = [Path(d) for d in run_dirs if is_two_level_run(d)]
+    runs = [read_run(d) for d in run_dirs if not is_two_level_run(d)]
     cache = _DataCache(data_dir)
     head = [
         "run",
@@ -362,9 +370,14 @@ def write_report(
     ]
     body = [f"<h1>{html.escape(title)}</h1>"]
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    body.append(f'<p class="cap">{len(runs)} run(s); written {stamp}; one page, images embedded.</p>')
+    n_runs = len(runs) + len(two_level)
+    body.append(f'<p class="cap">{n_runs} run(s); written {stamp}; one page, images embedded.</p>')
     if leaderboards:
         body.append(_leaderboard_section(leaderboards))
+    if two_level:
+        body.append(
+            "<h2>Two-level attention</h2>" + "".join(_two_level_section(p, images) for p in two_level)
+        )
     if not runs:
         return _write_page(title, body, out_html)
     body.append("<h2>Metrics</h2>" + _table(head, _metrics_rows(runs), left=4))
@@ -408,6 +421,35 @@ def _write_page(title: str, body: list[str], out_html: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
+
+
+def _two_level_section(path: Path, images: int) -> str:
+    """Accuracies per level and patch pictures of one two-level run folder."""
+    from visattn.pipelines.two_level.figures import patch_views, run_summary
+
+    parts = [f"<h3>{html.escape(path.name)} <small>(two-level attention pipeline)</small></h3>"]
+    summary = run_summary(path)
+    if summary:
+        levels = ("whole_image", "object", "part", "fused")
+        val, test = summary.get("val_top1", {}), summary.get("test_top1", {})
+        rows = [[lv.replace("_", " "), val.get(lv), test.get(lv)] for lv in levels]
+        parts.append(_table(["level", "val top-1 (%)", "test top-1 (%)"], rows))
+        parts.append(
+            f'<p class="cap">Fused = {_fmt(summary.get("object_weight"))} x object + the rest x part (weight '
+            f"chosen on validation); images with no kept patch (whole image used): "
+            f"{_fmt(summary.get('whole_image_fallback'))}.</p>"
+        )
+    else:
+        parts.append('<p class="note">no report.json (the fuse stage has not run)</p>')
+    try:
+        views = patch_views(path, count=images)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as e:  # StageCacheError is a ValueError
+        msg = f"patch pictures unavailable: {type(e).__name__}: {e}"
+        return "".join(parts) + f'<p class="note">{html.escape(msg)}</p>'
+    for v in views:
+        parts.append(_img(v["png"], v["title"]) + f'<p class="cap"><b>{html.escape(v["title"])}</b>: '
+                     f"{html.escape(v['caption'])}</p>")  # fmt: skip
+    return "".join(parts)
 
 
 def _leaderboard_section(paths: Sequence[str | Path]) -> str:

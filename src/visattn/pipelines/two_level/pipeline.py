@@ -147,7 +147,7 @@ def run_two_level(
 
     report: dict[str, Any] = {}
     for s in todo:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if s == "proposals":
             from visattn.pipelines.two_level.proposals import compute_proposals
 
@@ -173,6 +173,8 @@ def run_two_level(
                 payload["stats"]["figures"] = write_patch_figures(cfg, images, load("proposals"), filt, part,
                                                                   count=figures)  # fmt: skip
         payload["stats"]["stage_seconds"] = time.perf_counter() - t0
+        # CPU time of this process (selective search in worker processes, ``workers > 1``, is not in it)
+        payload["stats"]["stage_cpu_seconds"] = time.process_time() - c0
         save_stage(cfg, s, payload, first_inputs=digest)
         report[s] = payload["stats"]
         if s == "fuse":
