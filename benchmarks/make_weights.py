@@ -42,6 +42,11 @@ from _common import portable_path  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 LICENCE = {
     "mnist": "MNIST (LeCun, Cortes, Burges) is usually given as CC BY-SA 3.0; these weights are derived from it.",
+    "cifar10": (
+        "CIFAR-10 (Krizhevsky 2009, 'Learning Multiple Layers of Features from Tiny Images'; cite it) carries no "
+        "explicit licence; these weights were trained and scored on a JPEG quality-75 copy of it, so their "
+        "accuracy is not comparable with published CIFAR-10 figures (lossless images score differently)."
+    ),
 }
 
 
@@ -52,6 +57,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--command", required=True, help="the exact training command (as run)")
     p.add_argument("--commit", required=True, help="commit of the training code")
     p.add_argument("--slice", type=int, default=500, help="test images shipped with the tests")
+    p.add_argument(
+        "--slice-every",
+        type=int,
+        default=1,
+        help="take every K-th test image for the slice (for test splits stored grouped by class)",
+    )
     p.add_argument("--default", action="store_true", help="the tag pretrained=True loads")
     p.add_argument("--machine", default="shared 2-core CPU VM, no GPU")
     return p.parse_args()
@@ -102,7 +113,12 @@ def main() -> None:
 
     test = splits.test
     n = args.slice
-    images, labels = test.images[:n].clone(), test.labels[:n].clone()
+    k = args.slice_every
+    if k < 1 or (n - 1) * k >= len(test):
+        raise ValueError(
+            f"--slice {n} with --slice-every {k} needs {(n - 1) * k + 1} test images, got {len(test)}"
+        )
+    images, labels = test.images[: n * k : k].clone(), test.labels[: n * k : k].clone()
     asset = ROOT / "tests" / "assets" / f"{cfg.data}_test{n}.npz"
     asset.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(asset, images=images.numpy(), labels=labels.numpy().astype(np.uint8))
@@ -148,7 +164,9 @@ def main() -> None:
     card["slice"] = {
         "file": f"tests/assets/{asset.name}",
         "n": n,
-        "what": f"the first {n} images of the test split, uint8",
+        "what": f"the first {n} images of the test split, uint8"
+        if k == 1
+        else f"{n} images of the test split (every {k}-th, from the first), uint8",
         "top1": round(slice_top1(shipped, images, labels, card), 4),
     }
     card["split"] = {k: portable_path(v) for k, v in card["split"].items()}  # no machine paths in the repo

@@ -130,8 +130,8 @@ def test_card_whose_kwargs_change_the_network_is_a_clear_error(tmp_path):
 def test_missing_tag_card_or_weights_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"has no weights tagged 'imagenet'; its tags: \['mnist'\]"):
         visattn.create_model("mnist_cnn", pretrained="imagenet")
-    with pytest.raises(ValueError, match="no shipped weights for model 'resnet20'"):
-        visattn.create_model("resnet20", pretrained=True)
+    with pytest.raises(ValueError, match="no shipped weights for model 'attention56'"):
+        visattn.create_model("attention56", pretrained=True)
     w, c = copy_weights("mnist_cnn.mnist", tmp_path)
     c.unlink()
     with pytest.raises(ValueError, match="no weights card at"):
