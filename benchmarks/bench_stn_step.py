@@ -54,11 +54,15 @@ SIZE = 42
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None, help="MNIST source (../shared/data/mnist.npz); random if absent")
+    p.add_argument(
+        "--data-dir", default=None, help="MNIST source (../shared/data/mnist.npz); random if absent"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--profile", type=int, default=0, help="profile N steps of the ST-CNN reference and fast step")
+    p.add_argument(
+        "--profile", type=int, default=0, help="profile N steps of the ST-CNN reference and fast step"
+    )
     p.add_argument("--compile", action="store_true", help="also time the reference under torch.compile")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -69,7 +73,11 @@ def make_batch(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, to
     """``(x, y, digits)``: normalised RTS inputs ``(B, 1, 42, 42)``, labels, and the undistorted digits."""
     g = torch.Generator().manual_seed(args.seed)
     if args.data_dir is None:
-        return torch.randn(args.batch_size, 1, SIZE, SIZE, generator=g), torch.randint(0, 10, (args.batch_size,), generator=g), None
+        return (
+            torch.randn(args.batch_size, 1, SIZE, SIZE, generator=g),
+            torch.randint(0, 10, (args.batch_size,), generator=g),
+            None,
+        )
     mnist = load_dataset("mnist", data_dir=args.data_dir).train
     digits, labels = mnist.images[: args.batch_size], mnist.labels[: args.batch_size]
     x, _ = rotate_translate_scale(digits, generator=g)
@@ -145,7 +153,9 @@ def profile(steppers: dict[str, Stepper], x: torch.Tensor, y: torch.Tensor, step
         total = sum(totals.values())
         top = {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1]) if v > 0.01 * total}
         out[key] = {"total_ms": round(total, 1), "ops_ms": top}
-        print(f"profile {key}: {total:.1f} ms/step; " + ", ".join(f"{k} {v}" for k, v in list(top.items())[:6]))
+        print(
+            f"profile {key}: {total:.1f} ms/step; " + ", ".join(f"{k} {v}" for k, v in list(top.items())[:6])
+        )
     return out
 
 
@@ -198,7 +208,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["rts_distortion_ms_per_batch"] = round(1000 * statistics.median(distort_t), 2)
         print(f"RTS distortion of {args.batch_size} digits: {result['rts_distortion_ms_per_batch']} ms")
     if args.profile:
-        prof = {k: copy.copy(steppers[k]) for k in ("st_cnn_mnist/reference", "st_cnn_mnist/grey_channels_last")}
+        prof = {
+            k: copy.copy(steppers[k]) for k in ("st_cnn_mnist/reference", "st_cnn_mnist/grey_channels_last")
+        }
         result["profile_self_cpu_ms_per_step"] = profile(prof, x, y, args.profile)
     return write_result(args.out, result, argv=argv)
 

@@ -33,7 +33,10 @@ def test_one_channel_conv_equals_conv2d_values_and_gradients(kernel, padding, ch
     w = torch.randn(6, 1, *kernel)
     bias = torch.randn(6)
     if channels_last:
-        x, w = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+        x, w = (
+            x.contiguous(memory_format=torch.channels_last),
+            w.contiguous(memory_format=torch.channels_last),
+        )
     leaves_ref = [t.clone().requires_grad_(True) for t in (x, w, bias)]
     leaves = [t.clone().requires_grad_(True) for t in (x, w, bias)]
     ref = F.conv2d(*leaves_ref, padding=padding)

@@ -89,7 +89,10 @@ class _OneChannelConv(torch.autograd.Function):
 
 
 def conv2d_one_channel(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, padding: int | tuple[int, int] = 0
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    padding: int | tuple[int, int] = 0,
 ) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1) for one input channel, faster input gradient.
 
