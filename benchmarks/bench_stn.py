@@ -22,6 +22,7 @@ Example (the 700-step figure of docs/results/stn.md, one model per run):
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import time
 from collections.abc import Callable
@@ -51,7 +52,13 @@ def model_options(name: str, size: int, args: argparse.Namespace) -> dict[str, A
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", required=True, help="MNIST source, e.g. ../shared/data/mnist.npz")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML of option defaults (keys: the options' names with '_', e.g. loc_lr_mult), such as"
+        " benchmarks/configs/st_cnn_mnist_rts.yaml; options given on the command line override it",
+    )
+    p.add_argument("--data-dir", default=None, help="MNIST source, e.g. ../shared/data/mnist.npz (required)")
     p.add_argument(
         "--dataset",
         default="mnist_rts",
@@ -110,7 +117,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="only evaluate this checkpoint (a run's best.pt, or safetensors) of --models' single model on the"
         " test set and stop",
     )
-    return p.parse_args(argv)
+    first, _ = p.parse_known_args(argv)
+    if first.config:
+        p.set_defaults(**read_config(first.config, p))
+    args = p.parse_args(argv)
+    if args.data_dir is None:
+        p.error("--data-dir is required (on the command line or as data_dir in --config)")
+    return args
+
+
+def read_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Option defaults from the YAML file ``path``; an unknown key is a ``ValueError`` naming the valid ones."""
+    from visattn.train.config import parse_yaml
+
+    cfg = parse_yaml(Path(path).read_text(), path) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(
+            f"config {path!r} must be a mapping of option names to values, got {type(cfg).__name__}"
+        )
+    valid = sorted(a.dest for a in parser._actions if a.dest not in ("help", "config"))
+    unknown = sorted(set(cfg) - set(valid))
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, valid, n=1) for k in unknown}
+        raise ValueError(f"config {path!r}: unknown keys {hints} (key: did you mean); valid keys: {valid}")
+    return cfg
 
 
 class STNTrainer(Trainer):
