@@ -26,6 +26,8 @@ and TorchScript see a plain convolution). Second derivatives through the fast pa
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,6 +37,7 @@ from visattn._validate import check_tensor
 
 __all__ = ["GreyConv2d", "conv2d_one_channel", "to_plain_conv2d"]
 
+_Pair = tuple[int, int]
 _CHUNK_BYTES = 4 << 20  # column buffer per chunk of images in the input-gradient fold (fits in L2/L3)
 
 
@@ -169,10 +172,10 @@ def to_plain_conv2d(module: nn.Module) -> nn.Module:
     for name, child in list(module.named_children()):
         if isinstance(child, GreyConv2d):
             plain = nn.Conv2d(
-                child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
-                padding=child.padding, dilation=child.dilation, groups=child.groups,
-                bias=child.bias is not None, padding_mode=child.padding_mode,
-                device=child.weight.device, dtype=child.weight.dtype,
+                child.in_channels, child.out_channels, cast(_Pair, child.kernel_size),
+                stride=cast(_Pair, child.stride), padding=cast("str | _Pair", child.padding),
+                dilation=cast(_Pair, child.dilation), groups=child.groups, bias=child.bias is not None,
+                padding_mode=child.padding_mode, device=child.weight.device, dtype=child.weight.dtype,
             )  # fmt: skip
             plain.load_state_dict(child.state_dict())
             setattr(module, name, plain)
