@@ -81,7 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--time-steps", type=int, default=0, help="only time N interleaved training steps per model"
     )
-    p.add_argument("--png", default=None, help="draw the selected st_* model's warps of 8 test images here")
+    p.add_argument(
+        "--png",
+        default=None,
+        help="draw the selected st_* model's warps of 8 test images here (with --rotation-checkpoint: of 8"
+        " validation images)",
+    )
     p.add_argument(
         "--channels-last",
         action="store_true",
@@ -342,6 +347,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         )  # fmt: skip
         rotation = val_rotation(model, ds, loaders.val)
         print(f"{name} from {args.rotation_checkpoint}: validation rotation {rotation}")
+        if args.png and loaders.val is not None:  # the warps of the first 8 validation images
+            from visattn.viz import plot_warps
+
+            plot_warps(model.eval(), next(iter(loaders.val))[0][:8], args.png, max_images=8)
         return write_result(
             args.out, {"dataset": args.dataset, "args": vars(args), "val_rotation": rotation}, argv=argv
         )
