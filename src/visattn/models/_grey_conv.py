@@ -2,8 +2,8 @@
 
 Why: on CPU, oneDNN computes the *input* gradient of a ``Conv2d(1, C_out, k)`` with one output channel
 per pixel, a shape its kernels do not vectorise: for the ST-CNN's first classifier conv (``9x9``, 32
-filters, batch 64 of ``42x42``) it took about 60-90 ms of a ~200 ms training step, while the forward
-pass and the weight gradient of the same conv take 8-17 ms each. The ST-CNN needs that gradient (it
+filters, batch 64 of ``42x42``) it took 60-90 ms of a ~300 ms training step on our shared 2-core CPU,
+while the forward pass and the weight gradient of the same conv take 8-17 ms each. The ST-CNN needs that gradient (it
 reaches the sampler and the localisation net); a plain CNN does not (its input needs no gradient).
 
 How: the input gradient of a stride-1 convolution with one input channel is
