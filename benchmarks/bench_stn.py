@@ -22,6 +22,7 @@ Example (the 700-step figure of docs/results/stn.md, one model per run):
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import time
 from collections.abc import Callable
@@ -32,8 +33,10 @@ import torch
 import torch.nn.functional as F
 
 import visattn
+from visattn.attention import SpatialTransformer
 from visattn.data import load_dataset, make_loaders
 from visattn.data.distorted import distort
+from visattn.functional import affine_rotation, residual_rotation
 from visattn.train import Trainer, load_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,7 +52,13 @@ def model_options(name: str, size: int, args: argparse.Namespace) -> dict[str, A
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", required=True, help="MNIST source, e.g. ../shared/data/mnist.npz")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML of option defaults (keys: the options' names with '_', e.g. loc_lr_mult), such as"
+        " benchmarks/configs/st_cnn_mnist_rts.yaml; options given on the command line override it",
+    )
+    p.add_argument("--data-dir", default=None, help="MNIST source, e.g. ../shared/data/mnist.npz (required)")
     p.add_argument(
         "--dataset",
         default="mnist_rts",
@@ -72,7 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--time-steps", type=int, default=0, help="only time N interleaved training steps per model"
     )
-    p.add_argument("--png", default=None, help="draw the selected st_* model's warps of 8 test images here")
+    p.add_argument(
+        "--png",
+        default=None,
+        help="draw the selected st_* model's warps of 8 test images here (with --rotation-checkpoint: of 8"
+        " validation images)",
+    )
     p.add_argument(
         "--channels-last",
         action="store_true",
@@ -85,10 +99,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--resume", action="store_true", help="continue interrupted runs from their last.pt")
     p.add_argument(
+        "--no-test",
+        action="store_true",
+        help="validation only (recipe search): the test set is not scored; the best-on-validation weights are"
+        " reloaded for the rotation metric",
+    )
+    p.add_argument(
         "--fresh-train",
         action="store_true",
         help="draw new distortions of the training digits every epoch (seed 1e6 + 1000 seed + epoch; the"
         " validation digits are never trained on) instead of one fixed generated training set",
+    )
+    p.add_argument(
+        "--rotation-checkpoint",
+        default=None,
+        help="only measure the residual rotation of this checkpoint's (best.pt, or safetensors) warps on the"
+        " validation split of --val-size / --seed (the engine's split; no test image is used) and stop",
     )
     p.add_argument(
         "--test-checkpoint",
@@ -96,7 +122,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="only evaluate this checkpoint (a run's best.pt, or safetensors) of --models' single model on the"
         " test set and stop",
     )
-    return p.parse_args(argv)
+    first, _ = p.parse_known_args(argv)
+    if first.config:
+        p.set_defaults(**read_config(first.config, p))
+    args = p.parse_args(argv)
+    if args.data_dir is None:
+        p.error("--data-dir is required (on the command line or as data_dir in --config)")
+    return args
+
+
+def read_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Option defaults from the YAML file ``path``; an unknown key is a ``ValueError`` naming the valid ones."""
+    from visattn.train.config import parse_yaml
+
+    cfg = parse_yaml(Path(path).read_text(), path) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(
+            f"config {path!r} must be a mapping of option names to values, got {type(cfg).__name__}"
+        )
+    valid = sorted(a.dest for a in parser._actions if a.dest not in ("help", "config"))
+    unknown = sorted(set(cfg) - set(valid))
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, valid, n=1) for k in unknown}
+        raise ValueError(f"config {path!r}: unknown keys {hints} (key: did you mean); valid keys: {valid}")
+    return cfg
 
 
 class STNTrainer(Trainer):
@@ -137,6 +186,49 @@ class STNTrainer(Trainer):
         return super().train_epoch(batches)
 
 
+def rotation_metrics(model: torch.nn.Module, loader: Any, theta_d: torch.Tensor) -> dict[str, float] | None:
+    """How much of the distortion's rotation the affine transformer undoes, over ``loader``'s images.
+
+    ``theta_d`` ``(N, 2, 3)``: the distortion map of each of the loader's ``N`` images, in loader order.
+    ``residual_rotation_deg``: mean ``|rotation(D o T)|`` (``visattn.functional.residual_rotation``), the
+    turn left in the canonicalised digit (0: upright; a non-rotating transformer leaves the distortion's
+    own ``distortion_rotation_deg``); ``rotation_slope``: least-squares slope of the residual against the
+    distortion's angle (1: nothing undone, 0: all of it); ``mirrored``: share of warps with ``det <= 0``
+    (no rotation; left out of the means). ``None`` for models without an affine transformer.
+    """
+    st = getattr(model, "st", None)
+    if not isinstance(st, SpatialTransformer) or st.transform != "affine":
+        return None
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        theta_t = torch.cat([st.localize(x.to(device)).reshape(-1, 2, 3).cpu() for x, _ in loader])
+    if theta_t.shape[0] != theta_d.shape[0]:
+        raise ValueError(
+            f"theta_d must have one map per image: {theta_t.shape[0]} images, got {theta_d.shape[0]}"
+        )
+    res, angle = residual_rotation(theta_t, theta_d).double(), affine_rotation(theta_d).double()
+    ok = ~res.isnan()
+    a = angle[ok] - angle[ok].mean()
+    slope = float((a * (res[ok] - res[ok].mean())).sum() / (a * a).sum())
+    return {
+        "residual_rotation_deg": round(float(res[ok].abs().mean()), 3),
+        "distortion_rotation_deg": round(float(angle.abs().mean()), 3),
+        "transformer_rotation_deg": round(float(affine_rotation(theta_t).double()[ok].abs().mean()), 3),
+        "rotation_slope": round(slope, 4),
+        "mirrored": round(float((~ok).double().mean()), 4),
+        "n": int(theta_d.shape[0]),
+    }
+
+
+def val_rotation(model: torch.nn.Module, splits: Any, val_loader: Any) -> dict[str, float] | None:
+    """:func:`rotation_metrics` on the engine's validation split (never trained on, never regenerated)."""
+    params = splits.extras.get("train_params", {})
+    if val_loader is None or "theta" not in params:
+        return None
+    return rotation_metrics(model, val_loader, params["theta"][val_loader.dataset.indices])
+
+
 def run_config(name: str, size: int, args: argparse.Namespace) -> Any:
     """The engine configuration of one model: ``--steps`` in periods of ``--eval-every`` steps."""
     periods = -(-args.steps // args.eval_every)
@@ -160,6 +252,7 @@ def run_config(name: str, size: int, args: argparse.Namespace) -> Any:
         seed=args.seed,
         out=str(Path(args.runs) / f"{args.dataset}_{name}_s{args.seed}"),
         resume=args.resume,
+        test_at_end=not args.no_test,
     )
 
 
@@ -177,12 +270,15 @@ def train_one(name: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
     trainer = STNTrainer(run_config(name, size, args), loc_lr_mult=args.loc_lr_mult, regenerate=regenerate)
     summary = trainer.run()
     model = trainer.model  # the best-on-validation weights (the engine reloads them for its test pass)
+    if args.no_test:  # no test pass, so reload them here
+        load_weights(model, trainer.out / "best.pt")
     if args.png and name.startswith("st_"):
         from visattn.viz import plot_warps
 
         x, _ = next(iter(trainer.test_loader))
         model.eval()
         plot_warps(model, x[:8], args.png, max_images=8)
+    rotation = val_rotation(model, trainer.splits, trainer.val_loader)
     hist = summary["history"]
     best = max(hist, key=lambda h: h["val_top1"])
     steps = trainer.global_step
@@ -192,8 +288,9 @@ def train_one(name: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
         "params": summary["params"],
         "selected_step": best["epoch"] * args.eval_every,
         "val_error": 100.0 - best["val_top1"],
-        "test_error": 100.0 - summary["test_top1"],
+        "test_error": None if args.no_test else 100.0 - summary["test_top1"],
         "ms_per_step": 1000 * summary["train_time_s"] / max(1, steps),
+        "val_rotation": rotation,
         "curve": [
             {
                 "step": h["epoch"] * args.eval_every,
@@ -238,6 +335,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return None
     ds = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
     size = ds.image_size[0]
+    if args.rotation_checkpoint:
+        if len(args.models) != 1:
+            raise ValueError(f"--rotation-checkpoint needs exactly one model in --models, got {args.models}")
+        name = args.models[0]
+        model = visattn.create_model(name, **model_options(name, size, args))
+        load_weights(model, args.rotation_checkpoint)
+        loaders = make_loaders(
+            ds, batch_size=args.batch_size, val_fraction=args.val_size / 60_000, seed=args.seed, augment="none",
+            eval_batch_size=250,
+        )  # fmt: skip
+        rotation = val_rotation(model, ds, loaders.val)
+        print(f"{name} from {args.rotation_checkpoint}: validation rotation {rotation}")
+        if args.png and loaders.val is not None:  # the warps of the first 8 validation images
+            from visattn.viz import plot_warps
+
+            plot_warps(model.eval(), next(iter(loaders.val))[0][:8], args.png, max_images=8)
+        return write_result(
+            args.out, {"dataset": args.dataset, "args": vars(args), "val_rotation": rotation}, argv=argv
+        )
     if args.test_checkpoint:
         if len(args.models) != 1:
             raise ValueError(f"--test-checkpoint needs exactly one model in --models, got {args.models}")
@@ -250,9 +366,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     results = []
     for name in args.models:
         r = train_one(name, size, args)
+        rot = r["val_rotation"]
+        test = "not scored" if r["test_error"] is None else f"{r['test_error']:.2f}%"
         print(
-            f"{name}: test error {r['test_error']:.2f}% (val {r['val_error']:.2f}% at step {r['selected_step']}),"
-            f" {r['ms_per_step']:.1f} ms/step, {r['params']} params",
+            f"{name}: test error {test} (val {r['val_error']:.2f}% at step {r['selected_step']}),"
+            f" {r['ms_per_step']:.1f} ms/step, {r['params']} params"
+            + (f", residual rotation {rot['residual_rotation_deg']:.1f} deg (val)" if rot else ""),
             flush=True,
         )
         results.append(r)

@@ -367,3 +367,47 @@ def test_fused_plain_reference_equals_the_plain_block_in_train_and_eval():
     xs = torch.randn(2, 256, 8, 8)
     torch.testing.assert_close(fused(xs), block(xs), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(fused.block.bn3.running_mean, block.bn3.running_mean)
+
+
+def test_stn_rotation_metric_and_config(tmp_path):
+    """bench_stn.py: the residual rotation of an identity warp is the distortion's; undoing it gives 0."""
+    import visattn
+    from visattn.data.distorted import rotate_translate_scale
+    from visattn.functional import affine_rotation
+
+    stn = _load(BENCH / "bench_stn.py")
+    digits = torch.zeros(40, 1, 28, 28, dtype=torch.uint8)
+    digits[:, :, 6:22, 12:16] = 255
+    images, params = rotate_translate_scale(digits, generator=torch.Generator().manual_seed(0))
+    loader = [(images[i : i + 16].float() / 255, None) for i in range(0, 40, 16)]
+    model = visattn.create_model("st_cnn_mnist", image_size=42)  # starts at the identity warp
+    r = stn.rotation_metrics(model, loader, params["theta"])
+    assert r["residual_rotation_deg"] == pytest.approx(params["angle"].abs().mean().item(), abs=1e-3)
+    assert r["rotation_slope"] == pytest.approx(1.0, abs=1e-4) and r["transformer_rotation_deg"] < 1e-4
+    last = model.st.localization[-1]
+    with torch.no_grad():  # a transformer that turns everything by -20 degrees
+        a = torch.deg2rad(torch.tensor(-20.0))
+        last.bias.copy_(torch.stack([a.cos(), -a.sin(), a * 0, a.sin(), a.cos(), a * 0]))
+    r = stn.rotation_metrics(model, loader, params["theta"])
+    assert r["transformer_rotation_deg"] == pytest.approx(20.0, abs=1e-3)
+    want = (affine_rotation(params["theta"]) - 20.0).abs().mean().item()
+    assert r["residual_rotation_deg"] == pytest.approx(want, abs=1e-3)
+    assert (
+        stn.rotation_metrics(visattn.create_model("cnn_mnist", image_size=42), loader, params["theta"])
+        is None
+    )
+    with pytest.raises(ValueError, match="theta_d"):
+        stn.rotation_metrics(model, loader, params["theta"][:10])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data_dir: some/mnist.npz\nloc_lr_mult: 0.3\nsteps: 10\n")
+    args = stn.parse_args(["--config", str(cfg), "--steps", "20"])
+    assert (args.data_dir, args.loc_lr_mult, args.steps) == (
+        "some/mnist.npz",
+        0.3,
+        20,
+    )  # the command line wins
+    cfg.write_text("loc_lr_mul: 0.3\n")
+    with pytest.raises(ValueError, match="loc_lr_mult"):
+        stn.parse_args(["--config", str(cfg)])
+    shipped = stn.parse_args(["--config", str(BENCH / "configs" / "st_cnn_mnist_rts.yaml")])
+    assert shipped.models == ["st_cnn_mnist"] and shipped.fresh_train and shipped.steps == 16000

@@ -112,7 +112,8 @@ def rotate(
         max_angle: in degrees, ``[0, 180]``.
 
     Returns:
-        ``(N, C, S, S)`` images and ``{"angle": (N,)}`` in degrees.
+        ``(N, C, S, S)`` images and ``{"angle": (N,), "theta": (N, 2, 3)}``: degrees, and the
+        output-to-input affine map each image was warped with.
 
     >>> out, p = rotate(torch.zeros(3, 1, 28, 28, dtype=torch.uint8), generator=torch.Generator().manual_seed(0))
     >>> out.shape, p["angle"].shape
@@ -124,7 +125,7 @@ def rotate(
     n = images.shape[0]
     angle = _uniform(n, -max_angle, max_angle, generator)
     theta = torch.cat([_rotation(angle), torch.zeros(n, 2, 1, dtype=torch.float64)], dim=2)
-    return _apply(images, theta, "affine", images.shape[-1]), {"angle": angle.float()}
+    return _apply(images, theta, "affine", images.shape[-1]), {"angle": angle.float(), "theta": theta.float()}
 
 
 def rotate_translate_scale(
@@ -148,8 +149,10 @@ def rotate_translate_scale(
         canvas: output side, at least ``S``.
 
     Returns:
-        ``(N, C, canvas, canvas)`` and ``{"angle": (N,), "scale": (N,), "shift": (N, 2)}`` (shift
-        ``(x, y)`` in canvas pixels from its centre).
+        ``(N, C, canvas, canvas)`` and ``{"angle": (N,), "scale": (N,), "shift": (N, 2), "theta":
+        (N, 2, 3)}`` (shift ``(x, y)`` in canvas pixels from its centre; theta the output-to-input
+        affine map from the canvas to the digit's ``[-1, 1]`` frame, with which
+        ``visattn.functional.residual_rotation`` measures what a transformer leaves of the rotation).
 
     >>> out, p = rotate_translate_scale(torch.zeros(2, 1, 28, 28), generator=torch.Generator().manual_seed(0))
     >>> out.shape, p["shift"].shape
@@ -175,7 +178,7 @@ def rotate_translate_scale(
     trans = -(rot @ shift_n.unsqueeze(2))
     theta = torch.cat([rot, trans], dim=2)
     out = _apply(images, theta, "affine", canvas)
-    return out, {"angle": angle.float(), "scale": s.float(), "shift": shift.float()}
+    return out, {"angle": angle.float(), "scale": s.float(), "shift": shift.float(), "theta": theta.float()}
 
 
 def homography_from_corners(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:

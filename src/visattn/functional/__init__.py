@@ -4,6 +4,7 @@ Convention (``../shared/STYLE.md`` rule 4): ``(x, y)`` order, ``[-1, 1]`` range,
 output to input coordinates, ``align_corners`` stated per function.
 """
 
+from visattn.functional.affine import affine_rotation, compose_affine, residual_rotation
 from visattn.functional.glimpse import (
     GLIMPSE_PADDING_MODES,
     GlimpsePyramid,
@@ -30,6 +31,9 @@ from visattn.functional.warp import (
 )
 
 __all__ = [
+    "affine_rotation",
+    "compose_affine",
+    "residual_rotation",
     "GLIMPSE_PADDING_MODES",
     "GlimpsePyramid",
     "extract_glimpses",

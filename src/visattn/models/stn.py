@@ -18,6 +18,10 @@ The paper gives the layer types, not every width; our choices (all ReLU):
 
 Each localisation network ends in a zero-initialised layer whose bias is the identity transform
 (``visattn.attention.SpatialTransformer``), so every ST model starts as its plain classifier.
+
+The first convolutions are ``GreyConv2d`` (``visattn.models._grey_conv``): ``nn.Conv2d`` subclasses with
+the same weights and outputs whose input gradient, which the ST-CNN's classifier needs behind the
+sampler, is computed 3-4x faster on CPU for one input channel.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from visattn._validate import check_choice, check_positive, check_type
 from visattn.attention.spatial_transformer import SpatialTransformer
 from visattn.functional.warp import TRANSFORMS, _pair, num_params
 from visattn.models._common import InputSpec, check_input, check_model_args
+from visattn.models._grey_conv import GreyConv2d
 from visattn.models._registry import create_model, register_model
 
 __all__ = [
@@ -84,7 +89,7 @@ class CNN(nn.Module):
         # max-pool before ReLU: relu(maxpool(z)) == maxpool(relu(z)) exactly (values and gradients,
         # both monotone), and the ReLU then touches 4x fewer values (~5% of a CPU training step).
         self.features = nn.Sequential(
-            nn.Conv2d(in_chans, width, 9, padding=4),
+            GreyConv2d(in_chans, width, 9, padding=4),  # an nn.Conv2d; faster input gradient for grey images
             nn.MaxPool2d(2),
             nn.ReLU(inplace=True),
             nn.Conv2d(width, width, 7, padding=3),
@@ -104,7 +109,7 @@ def _fcn_localization(in_chans: int, image_size: tuple[int, int], outputs: int) 
 
 def _cnn_localization(in_chans: int, outputs: int) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(in_chans, 20, 5, padding=2),
+        GreyConv2d(in_chans, 20, 5, padding=2),
         nn.MaxPool2d(2),
         nn.ReLU(inplace=True),
         nn.Conv2d(20, 20, 5, padding=2),
