@@ -318,6 +318,16 @@ _FIGURES = {
             r["test_top1"] for r in _rows("se_retrofit_transcribed.json", "rows") if r["run"] == "retrofit"
         ],
     ),
+    "pose pair b hourglass": (
+        "4.40 ± 0.40",
+        lambda: [_rows(f"pose_b_hourglass{sfx}.json", "summary")["test_pck"] for sfx in ("", "_s1", "_s2")],
+    ),
+    "pose pair b mca": (
+        "10.95 ± 0.14",
+        lambda: [
+            _rows(f"pose_b_mca_hourglass{sfx}.json", "summary")["test_pck"] for sfx in ("", "_s1", "_s2")
+        ],
+    ),
     "se flowers se arm": (
         "79.11 ± 0.40",
         lambda: [r["test_top1"] for r in _rows("se_flowers.json", "runs") if r["arm"] == "se"],
