@@ -2,8 +2,8 @@
 PCK@0.2 per arm, and each arm's paired difference to a reference arm over their common seeds (two-sided
 paired t-test).
 
-Arms are given as ``NAME=GLOB`` over ``bench_pose.py`` JSON files; a file's seed is read from its summary's
-command. Example (the pair B table):
+Arms are given as ``NAME=GLOB`` over ``bench_pose.py`` JSON files; a file's seed is read from its command.
+``--ref previous`` compares each arm with the one before it (an ablation ladder). Example (the pair B table):
 
     python benchmarks/pose_summary.py --ref hourglass \\
         hourglass='docs/results/pose_b_hourglass*.json' mca='docs/results/pose_b_mca_hourglass*.json'
@@ -47,7 +47,12 @@ def _ms(xs: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("arms", nargs="+", metavar="NAME=GLOB")
-    p.add_argument("--ref", default=None, help="arm the paired differences are taken to (default: the first)")
+    p.add_argument(
+        "--ref",
+        default=None,
+        help="arm the paired differences are taken to (default: the first); 'previous': each arm's predecessor "
+        "in the list (an ablation ladder)",
+    )
     args = p.parse_args(argv)
     arms = {}
     for a in args.arms:
@@ -55,12 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             raise ValueError(f"arms: expected NAME=GLOB, got {a!r}")
         arms[name] = load_arm(pattern)
-    ref = args.ref or next(iter(arms))
-    if ref not in arms:
-        raise ValueError(f"--ref must be one of {list(arms)}, got {ref!r}")
-    print("| arm | params | seeds | test PCK@0.2 (%) | per seed | best val PCK (%) | diff to ref (test) | p |")
+    names = list(arms)
+    if args.ref not in (None, "previous", *names):
+        raise ValueError(f"--ref must be 'previous' or one of {names}, got {args.ref!r}")
+    print(
+        "| arm | params | seeds | test PCK@0.2 (%) | per seed | best val PCK (%) | diff to ref (test) | p |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    for name, runs in arms.items():
+    for i, (name, runs) in enumerate(arms.items()):
+        ref = names[max(i - 1, 0)] if args.ref == "previous" else args.ref or names[0]
         seeds = sorted(runs)
         test = [runs[s]["summary"]["test_pck"] for s in seeds]
         val = [runs[s]["summary"]["best_val_pck"] for s in seeds]
