@@ -320,6 +320,18 @@ def _run_section(
     return "".join(parts), loc_rows
 
 
+def _map_label(model: torch.nn.Module, tap: str) -> str:
+    """``"Owner (tap name)"``: the closest module above the tap that is not a generic map-maker (the CRF maps
+    of ``visattn.attention.multi_context`` serve holistic, part and multi-resolution attention alike)."""
+    modules = dict(model.named_modules())
+    parts = tap.split(".")
+    for k in range(len(parts) - 1, 0, -1):
+        owner = modules.get(".".join(parts[:k]))
+        if owner is not None and type(owner).__name__ not in ("CRFAttention", "AttentionTap"):
+            return f"{type(owner).__name__} ({tap})"
+    return tap
+
+
 def _pose_section(model: torch.nn.Module, splits: Any, images: int) -> str:
     """Predicted skeletons over ``images`` test crops (evenly spaced over the test split) beside every
     recorded attention map (``visattn.viz.pose.pose_attention_panel``: multi-resolution, holistic and
@@ -334,7 +346,9 @@ def _pose_section(model: torch.nn.Module, splits: Any, images: int) -> str:
     panel, info = pose_attention_panel(model, x, mean=splits.mean, std=splits.std)
     buf = io.BytesIO()
     panel.save(buf, format="PNG")
-    maps = ", ".join(info["maps"]) or "none (the model records no attention map)"
+    maps = (
+        ", ".join(_map_label(model, n) for n in info["maps"]) or "none (the model records no attention map)"
+    )
     shown = ", ".join(str(int(i)) for i in idx)
     return _img(buf.getvalue(), "predicted skeletons and attention maps") + (
         f'<p class="cap"><b>Pose</b>: test people {shown} (evenly spaced over the test split), one row '

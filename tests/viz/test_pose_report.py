@@ -59,6 +59,8 @@ def test_report_draws_skeletons_beside_the_holistic_and_part_maps(lsp_folder, tm
     # MCA: 2 multi-resolution maps, 2 holistic, 1 part attention (the later stack) beside the skeleton
     caption = re.search(r"columns: ([^<]+)\.</p>", mca_part).group(1).split(", ")
     assert len(caption) == 5 and sum(".attention.tap" in c for c in caption) == 3
+    kinds = [c.split(" (")[0] for c in caption]
+    assert sorted(kinds) == ["HolisticAttention"] * 2 + ["MultiResolutionAttention"] * 2 + ["PartAttention"]
     img = _pose_png(mca_part)
     assert img.shape == (3 * _SIZE * _SCALE, 6 * _SIZE * _SCALE, 3)  # 3 test people, skeleton + 5 maps
     skeleton = img[:, : _SIZE * _SCALE].reshape(-1, 3)
