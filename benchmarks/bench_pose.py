@@ -6,6 +6,9 @@ machine, parameters and inference ms per image). Example (the runs in docs/resul
 
     nice -n 10 python benchmarks/bench_pose.py --model hourglass --data-dir ../shared/data/lspet \\
         --width 64 --depth 4 --stacks 2 --epochs 3 --steps-per-epoch 125 --out docs/results/pose_hourglass.json
+
+Recipe probes add ``--no-test`` (validation only: the test split is never evaluated); the MCA ablation is a set of
+``--model-arg`` flags of ``mca_hourglass`` (``use_hru``, ``multires``, ``holistic``, ``part``, ``crf_iters``).
 """
 
 from __future__ import annotations
