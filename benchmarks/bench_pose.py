@@ -6,6 +6,9 @@ machine, parameters and inference ms per image). Example (the runs in docs/resul
 
     nice -n 10 python benchmarks/bench_pose.py --model hourglass --data-dir ../shared/data/lspet \\
         --width 64 --depth 4 --stacks 2 --epochs 3 --steps-per-epoch 125 --out docs/results/pose_hourglass.json
+
+Recipe probes add ``--no-test`` (validation only: the test split is never evaluated); the MCA ablation is a set of
+``--model-arg`` flags of ``mca_hourglass`` (``use_hru``, ``multires``, ``holistic``, ``part``, ``crf_iters``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -66,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="e.g. crf_iters=0")
     p.add_argument("--run-dir", default=None, help="engine run folder (default: runs/pose_<model>_s<seed>)")
+    p.add_argument(
+        "--no-test",
+        action="store_true",
+        help="validation only: skip the final test evaluation (recipe probes; the test split stays unseen)",
+    )
     p.add_argument("--out", required=True, help="JSON file to write")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -91,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         out=args.run_dir or f"runs/pose_{args.model}_s{args.seed}",
         progress=False,
+        test_at_end=not args.no_test,
     )
     commit = _commit()  # the code that runs (read before training: later commits do not change it)
     t0 = time.perf_counter()
@@ -103,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "commit": commit,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": "shared 2-core CPU VM, no GPU (1 thread, nice 10, other jobs running)",
+        "machine": f"shared 2-core CPU VM, no GPU ({args.threads} thread(s), nice {os.nice(0)}, other jobs running)",
         "torch": torch.__version__,
         "model": args.model,
         "model_kwargs": kwargs,
@@ -111,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "infer_ms_per_image": ms_per_image(model),
         "train_images": args.epochs * args.steps_per_epoch * args.batch_size,
         "wall_s": wall,
+        "cpu_s": time.process_time(),  # this process's CPU time (training, evaluation, the timing above)
         "summary": summary,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -326,6 +326,16 @@ _FIGURES = {
         "40.99 ± 0.84",
         lambda: _rows("two_level_test.json", "arms", "whole image, 14 epochs", "test"),
     ),
+    "pose pair b hourglass": (
+        "4.40 ± 0.40",
+        lambda: [_rows(f"pose_b_hourglass{sfx}.json", "summary")["test_pck"] for sfx in ("", "_s1", "_s2")],
+    ),
+    "pose pair b mca": (
+        "10.95 ± 0.14",
+        lambda: [
+            _rows(f"pose_b_mca_hourglass{sfx}.json", "summary")["test_pck"] for sfx in ("", "_s1", "_s2")
+        ],
+    ),
     "se flowers se arm": (
         "79.11 ± 0.40",
         lambda: [r["test_top1"] for r in _rows("se_flowers.json", "runs") if r["arm"] == "se"],

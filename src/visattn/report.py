@@ -142,12 +142,18 @@ def _metrics_rows(runs: Sequence[RunRecord]) -> list[list[Any]]:
                 c.get("retrofit") or "",
                 s.get("params"),
                 last.get("epoch", len(r.history)),
-                s.get("best_val_top1", max((h.get("val_top1", -1.0) for h in r.history), default=None)),
-                s.get("test_top1"),
+                s.get("best_val_top1", s.get("best_val_pck", _best(r.history))),
+                s.get("test_top1", s.get("test_pck")),
                 s.get("train_time_s"),
             ]
         )
     return rows
+
+
+def _best(history: Sequence[dict[str, Any]]) -> float | None:
+    """The best validation top-1 (classification) or PCK (pose) of a history, if it has any."""
+    key = "val_top1" if any("val_top1" in h for h in history) else "val_pck"
+    return max((h[key] for h in history if key in h), default=None)
 
 
 def _curves_png(runs: Sequence[RunRecord]) -> bytes | None:
@@ -158,7 +164,7 @@ def _curves_png(runs: Sequence[RunRecord]) -> bytes | None:
     panels = [
         ("training loss", ("train_loss", "train_ce")),
         ("validation loss", ("val_loss",)),
-        ("validation top-1 (%)", ("val_top1",)),
+        ("validation top-1 / PCK@0.2 (%)", ("val_top1", "val_pck")),
     ]
     if not any(r.history for r in runs):
         return None
@@ -294,6 +300,8 @@ def _run_section(
             raise ValueError("config.yaml names no model")
         loaded = load_run(run.path, splits=cache.splits(run.config))  # the run's own normalisation
         model, splits = loaded.model, loaded.splits
+        if splits.extras.get("task") == "pose":
+            return head + _pose_section(model, splits, images), []
         x, y, idx, boxes = fixed_test_batch(splits, max(images, class_images))
         views = attention_views(model, x, labels=y, class_names=splits.class_names, boxes=boxes, show=images)
     except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, ImportError) as e:
@@ -315,6 +323,44 @@ def _run_section(
         scores = localization_scores(model, xl, bl, labels=yl) if bl is not None else []
         loc_rows += [[run.name, r["method"], r["pointing"], r["mass"], r["n"]] for r in scores]
     return "".join(parts), loc_rows
+
+
+def _map_label(model: torch.nn.Module, tap: str) -> str:
+    """``"Owner (tap name)"``: the closest module above the tap that is not a generic map-maker (the CRF maps
+    of ``visattn.attention.multi_context`` serve holistic, part and multi-resolution attention alike)."""
+    modules = dict(model.named_modules())
+    parts = tap.split(".")
+    for k in range(len(parts) - 1, 0, -1):
+        owner = modules.get(".".join(parts[:k]))
+        if owner is not None and type(owner).__name__ not in ("CRFAttention", "AttentionTap"):
+            return f"{type(owner).__name__} ({tap})"
+    return tap
+
+
+def _pose_section(model: torch.nn.Module, splits: Any, images: int) -> str:
+    """Predicted skeletons over ``images`` test crops (evenly spaced over the test split) beside every
+    recorded attention map (``visattn.viz.pose.pose_attention_panel``: multi-resolution, holistic and
+    part maps of ``mca_hourglass``; none for the plain hourglass)."""
+    import io
+
+    from visattn.viz.pose import pose_attention_panel
+
+    ds = splits.test
+    idx = torch.linspace(0, len(ds) - 1, min(images, len(ds))).round().long().unique()
+    x = torch.stack([ds[int(i)][0] for i in idx])  # un-augmented crops, normalised as in training
+    panel, info = pose_attention_panel(model, x, mean=splits.mean, std=splits.std)
+    buf = io.BytesIO()
+    panel.save(buf, format="PNG")
+    maps = (
+        ", ".join(_map_label(model, n) for n in info["maps"]) or "none (the model records no attention map)"
+    )
+    shown = ", ".join(str(int(i)) for i in idx)
+    return _img(buf.getvalue(), "predicted skeletons and attention maps") + (
+        f'<p class="cap"><b>Pose</b>: test people {shown} (evenly spaced over the test split), one row '
+        "each: the crop with the predicted skeleton (arg-max of the last stack's heatmaps; right limbs red, "
+        f"left blue), then each attention map (mean over its channels, red = high), columns: {html.escape(maps)}."
+        "</p>"
+    )
 
 
 def write_report(
@@ -364,8 +410,8 @@ def write_report(
         "retrofit",
         "params",
         "epochs",
-        "best val top-1 (%)",
-        "test top-1 (%)",
+        "best val top-1 / PCK (%)",
+        "test top-1 / PCK (%)",
         "train time (s)",
     ]
     body = [f"<h1>{html.escape(title)}</h1>"]
