@@ -325,6 +325,18 @@ def time_steps(args: argparse.Namespace, size: int) -> None:
         )
 
 
+def _checkpoint_model(
+    flag: str, path: str, size: int, args: argparse.Namespace
+) -> tuple[str, torch.nn.Module]:
+    """The one model of ``--models`` with the weights of ``path`` (``flag`` names the option in errors)."""
+    if len(args.models) != 1:
+        raise ValueError(f"{flag} needs exactly one model in --models, got {args.models}")
+    name = args.models[0]
+    model = visattn.create_model(name, **model_options(name, size, args))
+    load_weights(model, path)
+    return name, model
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -336,11 +348,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     ds = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
     size = ds.image_size[0]
     if args.rotation_checkpoint:
-        if len(args.models) != 1:
-            raise ValueError(f"--rotation-checkpoint needs exactly one model in --models, got {args.models}")
-        name = args.models[0]
-        model = visattn.create_model(name, **model_options(name, size, args))
-        load_weights(model, args.rotation_checkpoint)
+        name, model = _checkpoint_model("--rotation-checkpoint", args.rotation_checkpoint, size, args)
         loaders = make_loaders(
             ds, batch_size=args.batch_size, val_fraction=args.val_size / 60_000, seed=args.seed, augment="none",
             eval_batch_size=250,
@@ -355,11 +363,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             args.out, {"dataset": args.dataset, "args": vars(args), "val_rotation": rotation}, argv=argv
         )
     if args.test_checkpoint:
-        if len(args.models) != 1:
-            raise ValueError(f"--test-checkpoint needs exactly one model in --models, got {args.models}")
-        name = args.models[0]
-        model = visattn.create_model(name, **model_options(name, size, args))
-        load_weights(model, args.test_checkpoint)
+        name, model = _checkpoint_model("--test-checkpoint", args.test_checkpoint, size, args)
         loaders = make_loaders(ds, batch_size=args.batch_size, val_fraction=0.0, eval_batch_size=250)
         print(f"{name} from {args.test_checkpoint}: test error {error_rate(model, loaders.test):.2f}%")
         return None

@@ -17,7 +17,7 @@ import json
 import statistics
 from pathlib import Path
 
-from scipy import stats
+from visattn.viz.leaderboard import paired_t_test
 
 
 def _seed(result: dict) -> int:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             b = [arms[ref][s]["summary"]["test_pck"] for s in common]
             d = [x - y for x, y in zip(a, b, strict=True)]
             diff = f"{_ms(d)} ({len(common)} seeds)"
-            pval = f"{stats.ttest_rel(a, b).pvalue:.3g}"
+            pval = f"{paired_t_test(a, b)[1]:.3g}"
         per = " / ".join(f"{t:.2f}" for t in test)
         params = runs[seeds[0]]["params"]
         print(f"| {name} | {params:,} | {len(seeds)} | {_ms(test)} | {per} | {_ms(val)} | {diff} | {pval} |")

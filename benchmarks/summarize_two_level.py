@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
-import subprocess
-import time
+import sys
 from pathlib import Path
 from typing import Any
+
+from visattn.viz.leaderboard import paired_t_test
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import run_metadata  # noqa: E402
 
 __all__ = ["ARMS", "paired_t", "summarize", "main"]
 
@@ -57,14 +60,12 @@ def paired_t(a: list[float], b: list[float]) -> dict[str, float]:
     >>> round(r["mean"], 3), round(r["t"], 3), round(r["p"], 4)
     (3.0, 5.196, 0.0351)
     """
-    from scipy import stats
-
     if len(a) != len(b) or len(a) < 2:
         raise ValueError(f"a and b must be paired lists of >= 2 values, got {len(a)} and {len(b)}")
-    d = [x - y for x, y in zip(a, b)]
-    res = stats.ttest_rel(a, b)
-    return {"mean": statistics.mean(d), "std": statistics.stdev(d), "t": float(res.statistic),
-            "p": float(res.pvalue), "n": len(d)}  # fmt: skip
+    mean, p = paired_t_test(a, b)
+    std = statistics.stdev([x - y for x, y in zip(a, b)])
+    t = mean / (std / math.sqrt(len(a))) if std else math.copysign(math.inf, mean)
+    return {"mean": mean, "std": std, "t": t, "p": float(p or 0.0), "n": len(a)}
 
 
 def _read(folder: Path) -> dict[str, Any]:
@@ -178,12 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     summary = summarize(Path(args.root))
     meta = {
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        **run_metadata(argv),
         "run_commits": sorted({s["baseline_meta"]["commit"] for s in summary["per_seed"].values()}),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": "shared 2-core CPU VM, no GPU",
         "threads": "1 torch thread per process, nice -n 5, --workers 1; other engineers' jobs running",
-        "python": platform.python_version(),
         "command": "nice -n 5 bash benchmarks/run_two_level_test.sh && python benchmarks/summarize_two_level.py "
         f"--root {args.root} --json {args.json}",
         "commands": COMMANDS,

@@ -400,8 +400,9 @@ def write_report(
         check_positive(v, name, integer=True)
     from visattn.pipelines.two_level.figures import is_two_level_run
 
-    two_level = [Path(d) for d in run_dirs if is_two_level_run(d)]
-    runs = [read_run(d) for d in run_dirs if not is_two_level_run(d)]
+    is_two_level = [is_two_level_run(d) for d in run_dirs]
+    two_level = [Path(d) for d, t in zip(run_dirs, is_two_level) if t]
+    runs = [read_run(d) for d, t in zip(run_dirs, is_two_level) if not t]
     cache = _DataCache(data_dir)
     head = [
         "run",
