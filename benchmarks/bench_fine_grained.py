@@ -317,6 +317,35 @@ def plot(args: argparse.Namespace) -> None:
     print(f"wrote {args.plot} from {len(rows)} arms")
 
 
+def _fmt(x: float | None, spec: str, missing: str = "–") -> str:
+    return missing if x is None else format(x, spec)
+
+
+def table(args: argparse.Namespace) -> str:
+    """The markdown leaderboard of the ``--plot-from`` JSON rows: test top-1 mean ± std over seeds, the
+    paired difference to ``plain`` over common seeds with its two-sided p, parameters, CPU ms per image
+    at batch 1 and 32, CPU ms per training step and the mean training CPU-hours per run."""
+    from visattn.viz.leaderboard import leaderboard_rows
+
+    rows = leaderboard_rows([json.loads(Path(p).read_text()) for p in args.plot_from])
+    lines = [
+        "| arm | params (M) | test top-1 (%) | seeds | vs plain (paired) | p (two-sided) | best val top-1 (%) "
+        "| CPU ms/image b1 | CPU ms/image b32 | CPU ms/step | CPU-h per run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        test = "not run"
+        if r["test_mean"] is not None:
+            test = f"{r['test_mean']:.2f} ± {_fmt(r['test_std'], '.2f', 'n/a')}"
+        diff = "–" if r["diff"] is None else f"{r['diff']:+.2f} ({r['paired']} seeds)"
+        lines.append(
+            f"| `{r['arm']}` | {_fmt(r['params'] and r['params'] / 1e6, '.2f')} | {test} | {r['seeds']} "
+            f"| {diff} | {_fmt(r['p'], '.3f')} | {_fmt(r['val_mean'], '.2f')} | {_fmt(r['ms_b1'], '.1f')} "
+            f"| {_fmt(r['ms_b32'], '.1f')} | {_fmt(r['ms_step'], '.0f')} | {_fmt(r['train_cpu_h'], '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
 @torch.no_grad()
 def latency_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     """CPU ms per image of each arm's inference at batch 1 and 32 (one thread, the arms interleaved,
@@ -460,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draw-n", type=int, default=4)
     p.add_argument("--plot", type=Path, default=None, help="PNG: top-1 vs CPU ms per image from --plot-from")
     p.add_argument("--plot-from", nargs="+", type=Path, default=[], help="JSON files written by this script")
+    p.add_argument("--table", action="store_true", help="print the markdown leaderboard of --plot-from")
     return p
 
 
@@ -468,10 +498,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     meta = _meta(args)
-    if args.plot is not None:
+    if args.plot is not None or args.table:
         if not args.plot_from:
-            p.error("--plot needs --plot-from A.json [B.json ...]")
-        plot(args)
+            p.error("--plot and --table need --plot-from A.json [B.json ...]")
+        if args.table:
+            print(table(args))
+        if args.plot is not None:
+            plot(args)
         return
     for arm in [a for a in args.arms if a in ELSEWHERE]:
         print(f"{arm}: its row comes from another script: {ELSEWHERE[arm]}")

@@ -59,3 +59,25 @@ def test_plot_from_the_json_rows(bench, tmp_path, capsys):
     bench.main(["--plot", str(tmp_path / "p.png"), "--plot-from", str(tmp_path / "b.json")])
     assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
     assert "from 2 arms" in capsys.readouterr().out
+
+
+def test_table_pairs_each_arm_with_plain_over_common_seeds(bench, capsys, tmp_path):
+    runs = [
+        {"arm": arm, "seed": seed, "best_val_top1": 70.0, "test_top1": acc, "process_cpu_s": 3600.0}
+        for arm, accs in (("plain", (80.0, 81.0, 82.0)), ("se", (81.0, 83.0, 83.5)))
+        for seed, acc in enumerate(accs)
+    ]
+    saved = {
+        "runs": runs,
+        "latency": [
+            {"arm": "plain", "params": 3_500_000, "cpu_ms_per_image_b1": 12.4, "cpu_ms_per_image_b32": 9.7}
+        ],
+    }
+    (tmp_path / "b.json").write_text(json.dumps(saved))
+    bench.main(["--table", "--plot-from", str(tmp_path / "b.json")])
+    lines = capsys.readouterr().out.splitlines()
+    plain = next(line for line in lines if line.startswith("| `plain`"))
+    se = next(line for line in lines if line.startswith("| `se`"))
+    assert "| 3.50 | 81.00 ± 1.00 | 3 | – |" in plain and "| 12.4 | 9.7 |" in plain
+    # se - plain per seed: +1, +2, +1.5 -> mean +1.50, sd 0.5, t = 5.196 on 2 df -> p = 0.0351
+    assert "| 82.50 ± 1.32 | 3 | +1.50 (3 seeds) | 0.035 |" in se and se.endswith("| 1.00 |")
