@@ -337,7 +337,9 @@ def table(args: argparse.Namespace) -> str:
         test = "not run"
         if r["test_mean"] is not None:
             test = f"{r['test_mean']:.2f} ± {_fmt(r['test_std'], '.2f', 'n/a')}"
-        diff = "–" if r["diff"] is None else f"{r['diff']:+.2f} ({r['paired']} seeds)"
+        diff = (
+            "–" if r["diff"] is None else f"{r['diff']:+.2f} ({r['paired']} seed{'s' * (r['paired'] != 1)})"
+        )
         lines.append(
             f"| `{r['arm']}` | {_fmt(r['params'] and r['params'] / 1e6, '.2f')} | {test} | {r['seeds']} "
             f"| {diff} | {_fmt(r['p'], '.3f')} | {_fmt(r['val_mean'], '.2f')} | {_fmt(r['ms_b1'], '.1f')} "
