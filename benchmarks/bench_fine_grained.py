@@ -157,6 +157,7 @@ def arm_config(arm: str, seed: int, args: argparse.Namespace) -> Any:
         out=str(Path(args.out) / f"{arm}_s{seed}"),
         progress=False,
         test_at_end=args.test,
+        resume=getattr(args, "resume", False),
         select_initial=select_initial,
         device="cpu",
     )
@@ -219,6 +220,7 @@ def train_row(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "ms_per_step": 1000 * train_s / max(1, n_steps),
         "process_cpu_s": cpu,
         "wall_s": wall,
+        **_resumed_note(cpu, args),
         "history": hist,
     }
     print(
@@ -227,6 +229,14 @@ def train_row(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
     return row
+
+
+def _resumed_note(cpu: float, args: argparse.Namespace) -> dict[str, Any]:
+    """A run continued with ``--resume`` from ``last.pt``: this process timed only the epochs it ran
+    (``process_cpu_s`` is then ``None``, so the cost column averages uninterrupted runs only)."""
+    if not getattr(args, "resume", False):
+        return {}
+    return {"resumed": True, "process_cpu_s": None, "resumed_process_cpu_s": cpu}
 
 
 def step_time_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -484,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/fine_grained")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--test", action="store_true", help="score the test split (the frozen final run only)")
+    p.add_argument("--resume", action="store_true", help="continue each run from its OUT/ARM_sSEED/last.pt")
     p.add_argument("--latency", action="store_true", help="time inference instead of training")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--time-steps", type=int, default=0, help="only time this many training steps per arm")

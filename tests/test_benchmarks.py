@@ -336,6 +336,26 @@ _FIGURES = {
             _rows(f"pose_b_mca_hourglass{sfx}.json", "summary")["test_pck"] for sfx in ("", "_s1", "_s2")
         ],
     ),
+    "fine-grained board plain": (
+        "85.14 ± 0.50",
+        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "plain"],
+    ),
+    "fine-grained board se": (
+        "84.46 ± 0.32",
+        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "se"],
+    ),
+    "fine-grained board eca": (
+        "84.97 ± 0.31",
+        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "eca"],
+    ),
+    "fine-grained board cbam": (
+        "85.33 ± 0.54",
+        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "cbam"],
+    ),
+    "fine-grained board dvan": (
+        "82.08 ± 0.39",
+        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "dvan"],
+    ),
     "se flowers se arm": (
         "79.11 ± 0.40",
         lambda: [r["test_top1"] for r in _rows("se_flowers.json", "runs") if r["arm"] == "se"],
