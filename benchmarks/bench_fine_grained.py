@@ -13,7 +13,10 @@ Arms (``--arms``; add one by adding an entry to ``ARMS``):
 - ``plain``: fine-tune the pretrained network (new 102-way head);
 - ``se``: the same, SE inserted into every MBConv block by ``visattn.retrofit`` (identity at insertion;
   Hu et al., arXiv:1709.01507);
-- ``residual``: the residual-attention mask (Wang et al., arXiv:1704.06904) retrofitted the same way;
+- ``residual``: the residual-attention mask (Wang et al., arXiv:1704.06904) retrofitted the same way,
+  the paper's layout (bottleneck width ``C // 4``: 87 M parameters in Lite0's expanded layers, costed only);
+- ``residual_slim``: the same module with ``width=8`` (every unit's bottleneck and the mask head's middle
+  layer 8 channels wide: 1.7 M parameters in all, the order of SE's 0.95 M), the row that is trained;
 - ``st_cnn2``: the STN paper's fine-grained 2xST-CNN (Jaderberg et al., NIPS 2015, sec. 4.3): two
   parallel attention-transform (scale + translation) spatial transformers, each before its own copy of
   the pretrained backbone, features concatenated;
@@ -77,6 +80,11 @@ ARMS: dict[str, dict[str, Any]] = {
         "model": "efficientnet_lite0",
         "retrofit": "residual",
         "retrofit_kwargs": {"identity_init": True},
+    },
+    "residual_slim": {
+        "model": "efficientnet_lite0",
+        "retrofit": "residual",
+        "retrofit_kwargs": {"identity_init": True, "width": 8},
     },
     "st_cnn2": {
         "model": "st_cnn",

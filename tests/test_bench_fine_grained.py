@@ -25,16 +25,43 @@ def bench():
 
 
 def test_every_leaderboard_row_has_an_arm(bench):
-    rows = {"plain", "se", "residual", "st_cnn2", "dvan", "dvan_nodiv", "dasnet", "eca", "cbam"}
+    rows = {
+        "plain",
+        "se",
+        "residual",
+        "residual_slim",
+        "st_cnn2",
+        "dvan",
+        "dvan_nodiv",
+        "dasnet",
+        "eca",
+        "cbam",
+    }
     assert rows <= set(bench.ARMS) and "two_level" in bench.ELSEWHERE
     args = bench.build_parser().parse_args(["--size", "96", "--out", "runs/x"])
     for arm in rows:
         cfg = bench.arm_config(arm, 2, args)
         assert cfg.seed == 2 and cfg.data == "flowers102" and cfg.data_kwargs == {"size": 96}
-        assert cfg.retrofit == {"se": "se", "residual": "residual", "eca": "eca", "cbam": "cbam"}.get(arm)
+        retrofits = {
+            "se": "se",
+            "residual": "residual",
+            "residual_slim": "residual",
+            "eca": "eca",
+            "cbam": "cbam",
+        }
+        assert cfg.retrofit == retrofits.get(arm)
+    assert bench.arm_config("residual_slim", 0, args).retrofit_kwargs == {"identity_init": True, "width": 8}
     das = bench.arm_config("dasnet", 2, args)
     assert das.model_kwargs["base"] == str(Path("runs/x/plain_s2/best.pt"))
     assert das.select_initial is True and das.batch_size == 32
+    resumed = bench.build_parser().parse_args(["--resume", "--out", "runs/x"])
+    assert bench.arm_config("plain", 1, resumed).resume is True and cfg.resume is False
+    assert bench._resumed_note(12.5, resumed) == {
+        "resumed": True,
+        "process_cpu_s": None,
+        "resumed_process_cpu_s": 12.5,
+    }
+    assert bench._resumed_note(12.5, args) == {}
 
 
 def test_dasnet_steers_layers_that_exist_in_lite0(bench):

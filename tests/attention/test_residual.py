@@ -172,6 +172,30 @@ def test_unit_counts_follow_p_t_r():
     assert p0(x).shape == x.shape and len(p0.pre) == 0
 
 
+def test_width_slims_every_unit_and_the_mask_head_and_keeps_identity_init():
+    c, w = 64, 4
+    slim = ResidualAttentionModule(c, width=w, identity_init=True)
+    units = [*slim.pre, *slim.trunk, *slim.post, *slim.skips, *(u for d in slim.down for u in d)]
+    units += [u for up in slim.up for u in up]
+    assert len(units) == 9 and all(u.conv1.out_channels == w and u.conv3.in_channels == w for u in units)
+    assert slim.mask_head[2].out_channels == w and slim.mask_head[5].in_channels == w
+    n_slim = sum(p.numel() for p in slim.parameters())
+    n_full = sum(p.numel() for p in ResidualAttentionModule(c, identity_init=True).parameters())
+    # 9 units of (BN(C) + C w + 9 w^2 + 2 BN(w) + w C), the head BN(C) + C w + BN(w) + w C, the gain C
+    assert n_slim == 9 * (2 * c + 2 * c * w + 9 * w * w + 4 * w) + (2 * c + 2 * c * w + 2 * w) + c
+    assert n_slim < n_full / 5
+    x = torch.randn(2, c, 9, 7)
+    assert torch.equal(slim.eval()(x), x)  # still exactly the identity at insertion
+    torch.manual_seed(0)
+    trained = ResidualAttentionModule(c, width=w)
+    y = trained(x)
+    y.square().mean().backward()
+    assert y.shape == x.shape and all(p.grad is not None for p in trained.parameters())
+    with pytest.raises(ValueError, match="width"):
+        ResidualAttentionModule(c, width=0)
+    assert "width=4" in repr(slim)
+
+
 def test_bad_arguments_raise_naming_the_argument():
     with pytest.raises(ValueError, match="mask"):
         ResidualAttentionModule(8, mask="softmax")

@@ -61,6 +61,7 @@ class PreActBottleneck(nn.Module):
         return out.add_(identity)
 
 
-def preact_stack(channels: int, n: int) -> nn.Sequential:
-    """``n`` shape-preserving units on ``channels`` (an empty ``Sequential`` is the identity)."""
-    return nn.Sequential(*[PreActBottleneck(channels, channels) for _ in range(n)])
+def preact_stack(channels: int, n: int, width: int | None = None) -> nn.Sequential:
+    """``n`` shape-preserving units on ``channels`` of bottleneck ``width`` (default ``channels // 4``);
+    an empty ``Sequential`` is the identity."""
+    return nn.Sequential(*[PreActBottleneck(channels, channels, width=width) for _ in range(n)])

@@ -223,6 +223,10 @@ class ResidualAttentionModule(BottomUpTopDown):
 
     Args:
         channels: ``C``, input and output channels; units have bottleneck width ``max(1, C // 4)``.
+        width: a slimmer module: every unit's bottleneck width, and the mask head becomes
+            ``C -> width -> C`` (1x1 convolutions) instead of ``C -> C -> C``. ``None`` (default) is the
+            paper's layout. For retrofits into wide layers (an MBConv block's 1,152 expanded channels),
+            where the paper's module would add 26x the backbone's parameters.
         p: pre- and post-processing units (each side); the paper uses 1.
         t: trunk units; the paper uses 2.
         r: units between adjacent poolings in the mask branch (each of bottom-up and top-down);
@@ -241,6 +245,8 @@ class ResidualAttentionModule(BottomUpTopDown):
     >>> x = torch.randn(2, 16, 8, 8)
     >>> torch.equal(ResidualAttentionModule(16, identity_init=True)(x), x)
     True
+    >>> sum(p.numel() for p in ResidualAttentionModule(64, width=4).parameters())
+    7848
     """
 
     supports_identity_init = True
@@ -256,9 +262,12 @@ class ResidualAttentionModule(BottomUpTopDown):
         mask: str = "mixed",
         residual: bool = True,
         identity_init: bool = False,
+        width: int | None = None,
     ) -> None:
         super().__init__()
         check_positive(channels, "channels", integer=True)
+        if width is not None:
+            check_positive(width, "width", integer=True)
         check_positive(p, "p", integer=True, allow_zero=True)
         check_positive(t, "t", integer=True)
         check_positive(r, "r", integer=True)
@@ -277,26 +286,28 @@ class ResidualAttentionModule(BottomUpTopDown):
         self.mask = mask
         self.residual = residual
         self.identity_init = identity_init
+        self.width = width
         levels = skip_levels + 1
-        self.pre = preact_stack(channels, p)
-        self.trunk = preact_stack(channels, t)
+        self.pre = preact_stack(channels, p, width)
+        self.trunk = preact_stack(channels, t, width)
         self._build_levels(
             levels,
-            lambda: preact_stack(channels, r),
+            lambda: preact_stack(channels, r, width),
             skip_from=1,
-            make_skip=lambda: PreActBottleneck(channels, channels),
+            make_skip=lambda: PreActBottleneck(channels, channels, width=width),
         )
+        mid = channels if width is None else width
         self.mask_head = nn.Sequential(
             nn.BatchNorm2d(channels),
             nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 1, bias=False),
-            nn.BatchNorm2d(channels),
+            nn.Conv2d(channels, mid, 1, bias=False),
+            nn.BatchNorm2d(mid),
             nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 1, bias=False),
+            nn.Conv2d(mid, channels, 1, bias=False),
         )
         self.gain = nn.Parameter(torch.zeros(1, channels, 1, 1)) if identity_init else None
         self.tap = AttentionTap("spatial")
-        self.post = preact_stack(channels, p)
+        self.post = preact_stack(channels, p, width)
         if identity_init:
             for unit in (*self.pre, *self.trunk, *self.post):
                 unit.zero_init_last()
@@ -358,4 +369,5 @@ class ResidualAttentionModule(BottomUpTopDown):
             f"{self.channels}, p={self.p}, t={self.t}, r={self.r}, "
             f"skip_levels={self.skip_levels}, mask={self.mask!r}, residual={self.residual}, "
             f"identity_init={self.identity_init}"
+            + (f", width={self.width}" if self.width is not None else "")
         )
