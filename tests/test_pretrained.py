@@ -55,6 +55,21 @@ def test_weights_ship_and_stay_small():
 
 
 @pytest.mark.parametrize("stem", SHIPPED)
+def test_each_file_is_stored_in_its_cards_precision(stem):
+    from safetensors import safe_open
+
+    card = load_card(WEIGHTS_DIR / f"{stem}.json")
+    with safe_open(str(WEIGHTS_DIR / card["file"]), framework="pt") as f:
+        floats = {k: f.get_slice(k) for k in f.keys() if f.get_slice(k).get_dtype() in ("F16", "F32", "BF16")}
+        dtypes = {k: (s.get_dtype(), len(s.get_shape())) for k, s in floats.items()}
+    if card["dtype"] == "mixed":  # float16 convolution kernels, everything else float32
+        assert all(dt == ("F16" if nd >= 4 else "F32") for dt, nd in dtypes.values())
+        assert {"F16", "F32"} <= {dt for dt, _ in dtypes.values()}
+    else:
+        assert {dt for dt, _ in dtypes.values()} == {{"float16": "F16", "float32": "F32"}[card["dtype"]]}
+
+
+@pytest.mark.parametrize("stem", SHIPPED)
 def test_shipped_weights_score_their_card_on_the_test_slice(stem):
     name, tag = stem.split(".", 1)
     model = visattn.create_model(name, pretrained=tag)
