@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import visattn
 from visattn.attention import AttentionTap, SpatialTransformer
@@ -56,6 +58,32 @@ def test_st_out_size_downsamples_before_the_classifier() -> None:
     assert model(torch.rand(2, 1, 42, 42)).shape == (2, 10)
     h.remove()
     assert seen == [torch.Size([2, 28, 28, 2])]
+
+
+@pytest.mark.parametrize("kind", ["fcn", "cnn"])
+def test_loc_downsample_feeds_the_localisation_net_a_pooled_image(kind: str) -> None:
+    torch.manual_seed(0)
+    full = visattn.create_model(f"st_{kind}_mnist", image_size=42)
+    small = visattn.create_model(f"st_{kind}_mnist", image_size=42, loc_downsample=2)
+    x = torch.rand(3, 1, 42, 42)
+    seen = {}
+    first = next(m for m in small.st.localization.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    first.register_forward_pre_hook(lambda _m, inp: seen.setdefault("x", inp[0]))
+    y = small(x)
+    got = seen["x"] if kind == "cnn" else seen["x"].view(3, 1, 21, 21)
+    assert torch.allclose(got, F.avg_pool2d(x, 2))  # the localisation net sees the pooled image
+    base = visattn.create_model(f"{kind}_mnist", image_size=42)
+    base.classifier.load_state_dict(small.classifier.state_dict())
+    assert torch.allclose(y, base(x), atol=1e-6)  # still the identity warp at initialisation
+    n_small = sum(p.numel() for p in small.st.parameters())
+    n_full = sum(p.numel() for p in full.st.parameters())
+    assert n_small < n_full if kind == "fcn" else n_small == n_full
+    y.sum().backward()
+    assert all(p.grad is not None for p in small.st.parameters())
+    with pytest.raises(ValueError, match="loc_downsample"):
+        visattn.create_model(f"st_{kind}_mnist", image_size=42, loc_downsample=11)
+    with pytest.raises(TypeError, match="loc_downsample"):
+        visattn.create_model(f"{kind}_mnist", image_size=42, loc_downsample=2)
 
 
 def test_st_cnn_parallel_transformers_over_resnet18() -> None:

@@ -13,6 +13,9 @@ The paper gives the layer types, not every width; our choices (all ReLU):
 * CNN: ``conv9x9(32) - maxpool2 - conv7x7(32) - maxpool2 - FC(classes)`` ('same' padding);
 * ST-FCN localisation: ``image -> 32 -> 32 -> P``;
 * ST-CNN localisation: ``conv5x5(20) - maxpool2 - conv5x5(20) - maxpool2 - pool to 4x4 - FC(50) - P``;
+* ``loc_downsample=k`` (default 1): the localisation network sees the input average-pooled by ``k``
+  (the paper regresses the transform from a down-sampled input; the sampler still reads the full image),
+  which makes it about ``k^2`` times cheaper;
 * the transformer keeps the input size (``st_out_size`` changes it) and pads with ``"border"``;
   TPS uses a 3x3 control lattice (``grid_size``).
 
@@ -152,6 +155,7 @@ def _mnist_model(
     grid_size: int | tuple[int, int],
     st_out_size: int | tuple[int, int] | None,
     padding_mode: str,
+    loc_downsample: int = 1,
 ) -> STClassifier:
     check_model_args(num_classes, in_chans)
     size = _pair(image_size, "image_size")
@@ -164,8 +168,17 @@ def _mnist_model(
     st = None
     if with_st:
         check_choice(transform, "transform", _MNIST_TRANSFORMS)
+        check_positive(loc_downsample, "loc_downsample", integer=True)
+        if min(size) // loc_downsample < 4:
+            raise ValueError(
+                f"loc_downsample={loc_downsample} leaves the localisation network less than 4x4 of the "
+                f"{size} image; use at most {min(size) // 4}"
+            )
         p = num_params(transform, grid_size)
-        loc = _fcn_localization(in_chans, size, p) if kind == "fcn" else _cnn_localization(in_chans, p)
+        small = (size[0] // loc_downsample, size[1] // loc_downsample)
+        loc = _fcn_localization(in_chans, small, p) if kind == "fcn" else _cnn_localization(in_chans, p)
+        if loc_downsample > 1:  # the last layer stays last: SpatialTransformer zero-initialises it
+            loc = nn.Sequential(nn.AvgPool2d(loc_downsample), *(loc.children() if kind == "cnn" else [loc]))
         st = SpatialTransformer(
             in_chans,
             transform=transform,
@@ -189,10 +202,12 @@ def mnist_stn(
     grid_size: int | tuple[int, int] = 3,
     st_out_size: int | tuple[int, int] | None = None,
     padding_mode: str = "border",
+    loc_downsample: int = 1,
 ) -> STClassifier:
     """The paper's MNIST networks: ``kind`` ``"fcn"`` (3 hidden layers of 128) or ``"cnn"``
     (conv9x9-pool-conv7x7-pool-FC, 32 filters) for ``image_size`` inputs (28, or 42 for RTS), behind an
-    FCN- or CNN-localised spatial transformer (``affine``, ``projective``, ``tps``) when ``with_st``.
+    FCN- or CNN-localised spatial transformer (``affine``, ``projective``, ``tps``) when ``with_st``;
+    ``loc_downsample=k`` feeds the localisation network the input average-pooled by ``k``.
 
     Registered as ``fcn_mnist``, ``cnn_mnist`` (baselines: the transformer's options are refused) and
     ``st_fcn_mnist``, ``st_cnn_mnist``.
@@ -209,6 +224,7 @@ def mnist_stn(
             "grid_size": (grid_size, 3),
         }
         st_opts.update(st_out_size=(st_out_size, None), padding_mode=(padding_mode, "border"))
+        st_opts.update(loc_downsample=(loc_downsample, 1))
         given = [k for k, (v, default) in st_opts.items() if v != default]
         if given:
             raise TypeError(
@@ -217,6 +233,7 @@ def mnist_stn(
     return _mnist_model(
         kind, with_st=with_st, num_classes=num_classes, in_chans=in_chans, image_size=image_size,
         transform=transform, grid_size=grid_size, st_out_size=st_out_size, padding_mode=padding_mode,
+        loc_downsample=loc_downsample,
     )  # fmt: skip
 
 
