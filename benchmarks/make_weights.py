@@ -39,10 +39,10 @@ import torch
 from safetensors.torch import save_file
 from torch.utils.data import Subset
 
+from visattn.checkpoint import extract_state_dict
 from visattn.data import BatchTransform, load_dataset, make_loaders
 from visattn.models._pretrained import WEIGHTS_DIR, sha256
 from visattn.train import TrainConfig, build_model, evaluate, safe_load
-from visattn.checkpoint import extract_state_dict
 from visattn.train.config import config_from_dict, load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
