@@ -214,14 +214,14 @@ def train_row(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     steps = sum(1 for _ in summary["history"]) * (args.steps_per_epoch or 0)
     hist = summary["history"]
     train_s = sum(h["train_time_s"] for h in hist)
-    n_steps = sum(round(h["train_images_per_s"] * h["train_time_s"] / args.batch_size) for h in hist)
+    n_steps = sum(round(h["train_images_per_s"] * h["train_time_s"] / cfg.batch_size) for h in hist)
     row = {
         "arm": arm,
         "seed": seed,
         "config": config_to_dict(cfg),
         "params": summary["params"],
         "best_val_top1": summary["best_val_top1"],
-        "best_epoch": max(hist, key=lambda h: h.get("val_top1", -1))["epoch"] if hist else None,
+        "best_epoch": _best_epoch(hist, summary["best_val_top1"]),
         "test_top1": summary.get("test_top1"),
         "optimizer_steps": n_steps or steps,
         "train_s": train_s,
@@ -237,6 +237,15 @@ def train_row(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
     return row
+
+
+def _best_epoch(hist: list[dict[str, Any]], best_val: float) -> int | None:
+    """The epoch whose validation top-1 is the run's best; 0 when none reached it (dasNet: the base,
+    validated before training, was kept)."""
+    if not hist:
+        return None
+    best = max(hist, key=lambda h: h.get("val_top1", -1))
+    return best["epoch"] if best.get("val_top1", -1) >= best_val else 0
 
 
 def _resumed_note(cpu: float, args: argparse.Namespace) -> dict[str, Any]:

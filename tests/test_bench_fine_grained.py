@@ -62,6 +62,9 @@ def test_every_leaderboard_row_has_an_arm(bench):
         "resumed_process_cpu_s": 12.5,
     }
     assert bench._resumed_note(12.5, args) == {}
+    hist = [{"epoch": 1, "val_top1": 85.2}, {"epoch": 2, "val_top1": 85.5}]
+    assert bench._best_epoch(hist, 85.5) == 2 and bench._best_epoch(hist, 87.55) == 0  # the base was kept
+    assert bench._best_epoch([], 80.0) is None
 
 
 def test_dasnet_steers_layers_that_exist_in_lite0(bench):
