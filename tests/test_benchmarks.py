@@ -352,9 +352,27 @@ _FIGURES = {
         "85.33 ± 0.54",
         lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "cbam"],
     ),
+    "fine-grained board residual_slim": (
+        "83.81 ± 0.79",
+        lambda: [
+            r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "residual_slim"
+        ],
+    ),
+    "fine-grained board st_cnn2": (
+        "84.94 ± 0.54",
+        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "st_cnn2"],
+    ),
     "fine-grained board dvan": (
         "82.08 ± 0.39",
         lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "dvan"],
+    ),
+    "fine-grained board dvan_nodiv": (
+        "84.71 ± 0.05",
+        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "dvan_nodiv"],
+    ),
+    "fine-grained board dasnet": (
+        "85.14 ± 0.50",
+        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "dasnet"],
     ),
     "se flowers se arm": (
         "79.11 ± 0.40",
