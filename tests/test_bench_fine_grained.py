@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 import visattn
+from conftest import load_benchmark
 from visattn.models.efficientnet_lite import mbconv_filters
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("_bench_fine_grained_t", BENCH / "bench_fine_grained.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_fine_grained")
 
 
 def test_every_leaderboard_row_has_an_arm(bench):

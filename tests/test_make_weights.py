@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 import visattn
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def mw():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("_make_weights_t", BENCH / "make_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("make_weights")
 
 
 def _scores(f32: float, f16: float, mixed: float) -> dict[str, dict[str, float]]:
