@@ -453,3 +453,4 @@ def test_stn_rotation_metric_and_config(tmp_path):
         stn.parse_args(["--config", str(cfg)])
     shipped = stn.parse_args(["--config", str(BENCH / "configs" / "st_cnn_mnist_rts.yaml")])
     assert shipped.models == ["st_cnn_mnist"] and shipped.fresh_train and shipped.steps == 16000
+    assert shipped.loc_lr_mult == 3.0  # frozen on validation (stn.md, recipe ledger)
