@@ -256,6 +256,21 @@ def run_config(name: str, size: int, args: argparse.Namespace) -> Any:
     )
 
 
+def check_period(steps_per_epoch: int, args: argparse.Namespace) -> None:
+    """Refuse a period (``--eval-every``) longer than one pass over the training set.
+
+    The engine ends an epoch at the end of its loader, so such a period would silently be cut to one pass
+    (``steps_per_epoch`` steps) and the run would train fewer than ``--steps`` steps (before 2026-12-07 the
+    2,000-step periods of the config were cut to 906 steps of 64 this way).
+    """
+    if steps_per_epoch < args.eval_every:
+        raise ValueError(
+            f"--eval-every must be at most one pass over the training set ({steps_per_epoch} steps of "
+            f"{args.batch_size}), got {args.eval_every}: the run would train "
+            f"{steps_per_epoch * -(-args.steps // args.eval_every)} steps, not --steps {args.steps}"
+        )
+
+
 def train_one(name: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
     """Train ``name`` through the engine; the best-on-validation period's weights are tested once."""
     regenerate = None
@@ -268,6 +283,7 @@ def train_one(name: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
             return distort(source[0], KINDS[args.dataset], seed=1_000_000 + 1000 * args.seed + epoch)[0]
 
     trainer = STNTrainer(run_config(name, size, args), loc_lr_mult=args.loc_lr_mult, regenerate=regenerate)
+    check_period(trainer.steps_per_epoch, args)
     summary = trainer.run()
     model = trainer.model  # the best-on-validation weights (the engine reloads them for its test pass)
     if args.no_test:  # no test pass, so reload them here
@@ -286,6 +302,7 @@ def train_one(name: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
         "model": name,
         "transform": args.transform if name.startswith("st_") else None,
         "params": summary["params"],
+        "steps": steps,
         "selected_step": best["epoch"] * args.eval_every,
         "val_error": 100.0 - best["val_top1"],
         "test_error": None if args.no_test else 100.0 - summary["test_top1"],

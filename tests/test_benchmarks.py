@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -454,3 +455,6 @@ def test_stn_rotation_metric_and_config(tmp_path):
     shipped = stn.parse_args(["--config", str(BENCH / "configs" / "st_cnn_mnist_rts.yaml")])
     assert shipped.models == ["st_cnn_mnist"] and shipped.fresh_train and shipped.steps == 16000
     assert shipped.loc_lr_mult == 3.0  # frozen on validation (stn.md, recipe ledger)
+    stn.check_period(906, shipped)  # 58,000 training digits, batch 64: 906 steps per pass, 800 per period
+    with pytest.raises(ValueError, match="eval-every.*906 steps of 64.*7248 steps"):
+        stn.check_period(906, argparse.Namespace(eval_every=2000, batch_size=64, steps=16000))
