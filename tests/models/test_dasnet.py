@@ -268,6 +268,24 @@ def test_builder_loads_a_weights_file(tmp_path, suffix):
     assert torch.equal(net(x), base(x))
 
 
+def test_builder_loads_shipped_weights_by_id(tmp_path):
+    """``base="NAME.TAG"``: the shipped weights (what a shipped dasNet's card names), not a file."""
+    shipped = create_model("mnist_cnn", pretrained="mnist")
+    net = create_model("dasnet", base="mnist_cnn.mnist", passes=2, channels_last=False)
+    x, _ = _data(4)
+    assert torch.equal(net(x), shipped(x))  # gains start at 1: exactly the shipped base
+    assert all(not p.requires_grad for p in net.base.parameters())
+    with pytest.raises(ValueError, match="holds a 'mnist_cnn', but base_model is 'resnet20'"):
+        create_model("dasnet", base="mnist_cnn.mnist", base_model="resnet20")
+    with pytest.raises(ValueError, match="num_classes"):  # the card's network has 10 classes
+        create_model("dasnet", base="mnist_cnn.mnist", num_classes=5)
+    local = tmp_path / "mnist_cnn.mnist"  # a file of that name wins over the shipped id
+    torch.save({"model": _base(seed=4).state_dict()}, local)
+    assert torch.equal(
+        create_model("dasnet", base=str(local), passes=2, channels_last=False)(x), _base(seed=4)(x)
+    )
+
+
 def test_bad_inputs_raise(tmp_path):
     base = _base()
     with pytest.raises(ValueError, match="no layer 'nope'"):

@@ -372,6 +372,22 @@ class DasNet(nn.Module):
         )
 
 
+def _load_base(
+    base: str | Path, base_model: str, num_classes: int, in_chans: int, base_kwargs: dict
+) -> nn.Module:
+    """The base of :func:`dasnet` from a weights path or a shipped ``"NAME.TAG"`` id (a file wins)."""
+    from visattn.models._pretrained import list_pretrained
+    from visattn.models._registry import create_model
+
+    if not Path(base).exists() and str(base) in list_pretrained():
+        name, tag = str(base).split(".", 1)
+        if name != base_model:
+            raise ValueError(f"base {str(base)!r} holds a {name!r}, but base_model is {base_model!r}")
+        net = create_model(name, pretrained=tag, num_classes=num_classes, in_chans=in_chans, **base_kwargs)
+        return net
+    return load_model(base_model, base, num_classes=num_classes, in_chans=in_chans, **base_kwargs)
+
+
 @register_model("dasnet")
 def dasnet(
     *,
@@ -384,8 +400,11 @@ def dasnet(
     steer: Sequence[str] | str | None = None,
     **search: Any,
 ) -> DasNet:
-    """dasNet over ``base``: an ``nn.Module``, or a weights file (``.pt`` weights-only or ``.safetensors``)
-    loaded strictly into ``create_model(base_model, num_classes=..., in_chans=..., **base_kwargs)``.
+    """dasNet over ``base``: an ``nn.Module``; a weights file (``.pt`` weights-only or ``.safetensors``)
+    loaded strictly into ``create_model(base_model, num_classes=..., in_chans=..., **base_kwargs)``; or the
+    id ``"NAME.TAG"`` of shipped weights (``list_pretrained()``, e.g. ``"mnist_cnn.fashion_mnist"``), loaded
+    as ``create_model(NAME, pretrained=TAG)`` (``NAME`` must be ``base_model``). A shipped dasNet's card
+    names its base this way, so its weights load on any machine.
 
     ``steer`` may be a comma-separated string of layer names. Other options (``population``,
     ``mirrored``, ``sigma0``, ``eta_mu``, ``eta_sigma``, ``fitness``, ``seed``, ``max_images``,
@@ -394,7 +413,7 @@ def dasnet(
     check_model_args(num_classes, in_chans)
     if isinstance(base, (str, Path)):
         check_type(base_model, "base_model", str)
-        base = load_model(base_model, base, num_classes=num_classes, in_chans=in_chans, **(base_kwargs or {}))
+        base = _load_base(base, base_model, num_classes, in_chans, base_kwargs or {})
     elif not isinstance(base, nn.Module):
         raise TypeError(f"base must be an nn.Module or a weights path, got {type(base).__name__} {base!r}")
     spec = getattr(base, "input_spec", None)
