@@ -458,3 +458,39 @@ def test_stn_rotation_metric_and_config(tmp_path):
     stn.check_period(906, shipped)  # 58,000 training digits, batch 64: 906 steps per pass, 800 per period
     with pytest.raises(ValueError, match="eval-every.*906 steps of 64.*7248 steps"):
         stn.check_period(906, argparse.Namespace(eval_every=2000, batch_size=64, steps=16000))
+
+
+def test_summarize_stn_table_and_targets():
+    """summarize_stn.py: per-model means, ST minus CNN paired by seed and Welch's p, the issue's two checks."""
+    s = _load(BENCH / "summarize_stn.py")
+
+    def row(test: float, rot: float | None = None) -> dict:
+        vr = None if rot is None else {"residual_rotation_deg": rot}
+        return {
+            "test_error": test,
+            "val_error": test - 0.1,
+            "selected_step": 16000,
+            "steps": 16000,
+            "ms_per_step": 150.0,
+            "val_rotation": vr,
+        }
+
+    runs = {
+        "st": {0: row(1.0, 10.0), 1: row(1.2, 12.0), 2: row(0.9, 11.0)},
+        "cnn": {0: row(1.9), 1: row(2.0), 2: row(1.8)},
+    }
+    out = s.summarize(runs)
+    assert out["st"]["test_mean"] == pytest.approx(31 / 30) and out["cnn"]["test_std"] == pytest.approx(0.1)
+    assert (
+        out["st"]["residual_rotation_mean"] == pytest.approx(11.0)
+        and out["cnn"]["residual_rotation_deg"] == []
+    )
+    d = out["st_minus_cnn"]
+    assert d["mean_diff"] == pytest.approx(31 / 30 - 1.9) and d["paired_seeds"] == [0, 1, 2]
+    assert d["welch_p"] == pytest.approx(0.0022050790, rel=1e-6)  # scipy.stats.ttest_ind(equal_var=False)
+    assert out["targets"] == {"st_mean_below_1pct": False, "st_below_cnn": True}
+    runs["st"][1] = row(0.5)
+    assert s.summarize(runs)["targets"]["st_mean_below_1pct"]
+    assert "| `st_cnn_mnist` | 0, 1, 2 |" in s.table(out)
+    with pytest.raises(ValueError, match="'cnn'"):
+        s.summarize({"st": runs["st"]})
