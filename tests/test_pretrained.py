@@ -102,7 +102,7 @@ def test_shipped_weights_score_their_card_on_the_test_slice(stem):
     kwargs = dict(card["model_kwargs"])
     if isinstance(kwargs.get("base"), str):  # a dasNet names its shipped base: take an untrained one here
         kwargs["base"] = visattn.create_model(
-            kwargs["base_model"], num_classes=kwargs["num_classes"], in_chans=kwargs["in_chans"]
+            kwargs["base"].split(".")[0], num_classes=kwargs["num_classes"], in_chans=kwargs["in_chans"]
         )
     random = visattn.create_model(name, **kwargs).eval()
     assert top1(random, card, images, labels) < got - 30  # the weights, not the architecture, score
@@ -205,7 +205,9 @@ def test_card_whose_kwargs_change_the_network_is_a_clear_error(tmp_path):
 
 
 def test_missing_tag_card_or_weights_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"has no weights tagged 'imagenet'; its tags: \['mnist'\]"):
+    with pytest.raises(
+        ValueError, match=r"has no weights tagged 'imagenet'; its tags: \['fashion_mnist', 'mnist'\]"
+    ):
         visattn.create_model("mnist_cnn", pretrained="imagenet")
     with pytest.raises(ValueError, match="no shipped weights for model 'attention56'"):
         visattn.create_model("attention56", pretrained=True)
