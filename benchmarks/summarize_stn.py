@@ -90,6 +90,9 @@ def table(s: dict[str, Any]) -> str:
     def f(x: float | None, nd: int = 2) -> str:
         return "-" if x is None else f"{x:.{nd}f}"
 
+    def pf(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2g}"
+
     lines = [
         "| model | seeds | test error % per seed | mean ± std | validation error % | selected step | "
         "residual rotation (deg, val) | ms/step |",
@@ -106,8 +109,8 @@ def table(s: dict[str, Any]) -> str:
     d = s["st_minus_cnn"]
     lines.append("")
     lines.append(
-        f"ST-CNN minus CNN: {d['mean_diff']:+.2f} points (paired by seed, p = {f(d['paired_p'], 4)}; "
-        f"Welch p = {f(d['welch_p'], 4)})"
+        f"ST-CNN minus CNN: {d['mean_diff']:+.2f} points (paired by seed, p = {pf(d['paired_p'])}; "
+        f"Welch p = {pf(d['welch_p'])})"
     )
     return "\n".join(lines)
 
