@@ -246,6 +246,11 @@ def _rows(name: str, *path: str) -> list[dict]:
     return data
 
 
+def _board_arm(arm: str) -> list[float]:
+    """Test top-1 of one fine-grained board arm, per seed (fine_grained_test.json)."""
+    return [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == arm]
+
+
 def _mean_std(values: list[float]) -> str:
     import statistics
 
@@ -331,44 +336,23 @@ _FIGURES = {
             _rows(f"pose_b_mca_hourglass{sfx}.json", "summary")["test_pck"] for sfx in ("", "_s1", "_s2")
         ],
     ),
-    "fine-grained board plain": (
-        "85.14 ± 0.50",
-        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "plain"],
+    "stn frozen recipe st_cnn_mnist": (
+        "0.90 ± 0.04",
+        lambda: _rows("stn_frozen_summary.json", "st", "test_error"),
     ),
-    "fine-grained board se": (
-        "84.46 ± 0.32",
-        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "se"],
+    "stn frozen recipe cnn_mnist": (
+        "1.84 ± 0.05",
+        lambda: _rows("stn_frozen_summary.json", "cnn", "test_error"),
     ),
-    "fine-grained board eca": (
-        "84.97 ± 0.31",
-        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "eca"],
-    ),
-    "fine-grained board cbam": (
-        "85.33 ± 0.54",
-        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "cbam"],
-    ),
-    "fine-grained board residual_slim": (
-        "83.81 ± 0.79",
-        lambda: [
-            r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "residual_slim"
-        ],
-    ),
-    "fine-grained board st_cnn2": (
-        "84.94 ± 0.54",
-        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "st_cnn2"],
-    ),
-    "fine-grained board dvan": (
-        "82.08 ± 0.39",
-        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "dvan"],
-    ),
-    "fine-grained board dvan_nodiv": (
-        "84.71 ± 0.05",
-        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "dvan_nodiv"],
-    ),
-    "fine-grained board dasnet": (
-        "85.14 ± 0.50",
-        lambda: [r["test_top1"] for r in _rows("fine_grained_test.json", "runs") if r["arm"] == "dasnet"],
-    ),
+    "fine-grained board plain": ("85.14 ± 0.50", lambda a="plain": _board_arm(a)),
+    "fine-grained board se": ("84.46 ± 0.32", lambda a="se": _board_arm(a)),
+    "fine-grained board eca": ("84.97 ± 0.31", lambda a="eca": _board_arm(a)),
+    "fine-grained board cbam": ("85.33 ± 0.54", lambda a="cbam": _board_arm(a)),
+    "fine-grained board residual_slim": ("83.81 ± 0.79", lambda a="residual_slim": _board_arm(a)),
+    "fine-grained board st_cnn2": ("84.94 ± 0.54", lambda a="st_cnn2": _board_arm(a)),
+    "fine-grained board dvan": ("82.08 ± 0.39", lambda a="dvan": _board_arm(a)),
+    "fine-grained board dvan_nodiv": ("84.71 ± 0.05", lambda a="dvan_nodiv": _board_arm(a)),
+    "fine-grained board dasnet": ("85.14 ± 0.50", lambda a="dasnet": _board_arm(a)),
     "se flowers se arm": (
         "79.11 ± 0.40",
         lambda: [r["test_top1"] for r in _rows("se_flowers.json", "runs") if r["arm"] == "se"],

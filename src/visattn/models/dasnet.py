@@ -383,8 +383,7 @@ def _load_base(
         name, tag = str(base).split(".", 1)
         if name != base_model:
             raise ValueError(f"base {str(base)!r} holds a {name!r}, but base_model is {base_model!r}")
-        net = create_model(name, pretrained=tag, num_classes=num_classes, in_chans=in_chans, **base_kwargs)
-        return net
+        return create_model(name, pretrained=tag, num_classes=num_classes, in_chans=in_chans, **base_kwargs)
     return load_model(base_model, base, num_classes=num_classes, in_chans=in_chans, **base_kwargs)
 
 
