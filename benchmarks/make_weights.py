@@ -19,6 +19,9 @@ Pose runs (``task: pose``, e.g. ``bench_pose.py``'s hourglass and MCA networks o
 by PCK@0.2 instead of top-1 (card keys ``val_pck`` / ``test_pck``, ``metric: "pck"``), with the same
 precision rule; LSPET is research-only, so their slice is read from ``../shared/data/lspet``.
 
+A dasNet over shipped base weights (``--base NAME.TAG``) stores only its policy: the card's ``keys_from``
+names the shipped file its ``base.*`` keys come from (checked by sha256 at load).
+
 Weights of a run with ``retrofit`` (e.g. the fine-grained board's SE arm) get ``retrofit`` and
 ``retrofit_kwargs`` on their card; ``create_model`` inserts that attention before loading them.
 
@@ -45,7 +48,7 @@ from torch.utils.data import Subset
 
 from visattn.checkpoint import extract_state_dict
 from visattn.data import BatchTransform, load_dataset, make_loaders
-from visattn.models._pretrained import WEIGHTS_DIR, sha256
+from visattn.models._pretrained import WEIGHTS_DIR, list_pretrained, sha256
 from visattn.train import TrainConfig, build_model, evaluate, safe_load
 from visattn.train.config import config_from_dict, load_config
 from visattn.train.pose import make_task
@@ -184,6 +187,11 @@ def main() -> None:
     print(json.dumps({"scores": scores}), flush=True)
     change, dtype = choose_precision(scores, metric)
     floats = {k: v.to(stored_dtype(v, dtype)) for k, v in sd.items()}
+    base_id = cfg.model_kwargs.get("base")
+    keys_from = None
+    if isinstance(base_id, str) and base_id in list_pretrained():  # a dasNet over shipped weights: not twice
+        keys_from = {"prefix": "base.", "weights": base_id}
+        floats = {k: v for k, v in floats.items() if not k.startswith("base.")}
     stem = f"{cfg.model}.{args.tag}"
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     wpath = WEIGHTS_DIR / f"{stem}.safetensors"
@@ -274,6 +282,8 @@ def main() -> None:
         ),
         "weights_licence": "Apache-2.0 (the code's); the data's terms above apply to derived weights",
     }
+    if keys_from is not None:
+        card["keys_from"] = keys_from
     if cfg.retrofit:
         card["retrofit"] = cfg.retrofit
         card["retrofit_kwargs"] = {"input_size": list(size), **cfg.retrofit_kwargs}

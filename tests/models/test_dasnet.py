@@ -286,6 +286,24 @@ def test_builder_loads_shipped_weights_by_id(tmp_path):
     )
 
 
+def test_shipped_dasnet_file_holds_only_its_policy_and_its_base_comes_from_the_card():
+    """``dasnet.fashion_mnist`` stores no ``base.*`` keys: they are the shipped base's, checked at load."""
+    from safetensors import safe_open
+
+    from visattn.models._pretrained import WEIGHTS_DIR, load_card, load_pretrained
+
+    card = load_card(WEIGHTS_DIR / "dasnet.fashion_mnist.json")
+    with safe_open(str(WEIGHTS_DIR / card["file"]), framework="pt") as f:
+        keys = list(f.keys())
+    assert keys and not any(k.startswith("base.") for k in keys)
+    net = create_model("dasnet", pretrained="fashion_mnist")
+    base = create_model("mnist_cnn", pretrained="fashion_mnist")
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in net.base.state_dict().items())
+    other = dasnet(base=_base(seed=5), passes=2)  # a base not built from the card's shipped weights
+    with pytest.raises(ValueError, match="was not built from them"):
+        load_pretrained(other, card, WEIGHTS_DIR / card["file"])
+
+
 def test_bad_inputs_raise(tmp_path):
     base = _base()
     with pytest.raises(ValueError, match="no layer 'nope'"):

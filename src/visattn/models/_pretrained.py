@@ -174,20 +174,47 @@ def merged_kwargs(card: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any
     return {**saved, **kwargs}
 
 
+def _loaded_elsewhere(model: nn.Module, card: dict[str, Any]) -> str:
+    """The state-dict prefix a card leaves out of its file (``card["keys_from"]``: ``{"prefix": "base.",
+    "weights": "NAME.TAG"}``, e.g. a dasNet whose base is other shipped weights), checked to be loaded already:
+    the submodule at that prefix must carry those weights' card. ``""`` when the card has none."""
+    spec = card.get("keys_from")
+    if not spec:
+        return ""
+    prefix, ident = spec["prefix"], spec["weights"]
+    sub = model.get_submodule(prefix.rstrip("."))
+    got = getattr(sub, "pretrained_card", None) or {}
+    if f"{got.get('model')}.{got.get('tag')}" != ident or got.get("sha256") != load_card(
+        WEIGHTS_DIR / f"{ident}.json"
+    ).get("sha256"):
+        raise ValueError(
+            f"pretrained: the card takes {prefix}* from the shipped weights {ident!r}, but the model's "
+            f"{prefix.rstrip('.')!r} was not built from them (build it with base={ident!r})"
+        )
+    return prefix
+
+
 def load_pretrained(model: nn.Module, card: dict[str, Any], weights: Path) -> nn.Module:
-    """Load ``weights`` (safetensors) into ``model`` strictly, cast to its dtypes; attach ``model.pretrained_card``."""
+    """Load ``weights`` (safetensors) into ``model`` strictly, cast to its dtypes; attach ``model.pretrained_card``.
+
+    Keys under ``card["keys_from"]["prefix"]`` may be absent from the file when that submodule was built
+    from the shipped weights the card names (checked by sha256): a dasNet's file holds only its policy.
+    """
     from safetensors.torch import load_file
 
     sd = load_file(str(weights))
     own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    elsewhere = _loaded_elsewhere(model, card)
+    missing = sorted(k for k in set(own) - set(sd) if not (elsewhere and k.startswith(elsewhere)))
+    unexpected = sorted(set(sd) - set(own))
     shapes = [k for k in own if k in sd and own[k].shape != sd[k].shape]
     if missing or unexpected or shapes:
         raise ValueError(
             f"pretrained: {str(weights)!r} does not match model {card['model']!r}: missing keys"
             f" {missing[:5]}, unexpected keys {unexpected[:5]}, shape mismatches {shapes[:5]}"
         )
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
+    full = {k: v for k, v in own.items() if elsewhere and k.startswith(elsewhere)}  # already loaded
+    model.load_state_dict(full | {k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
     model.pretrained_card = card  # type: ignore[assignment]
     return model
 
