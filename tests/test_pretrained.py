@@ -290,6 +290,27 @@ def test_cli_eval_pretrained_scores_the_slice(tmp_path, capsys):
     assert "--pretrained needs --model" in capsys.readouterr().err
 
 
+def test_cli_eval_pretrained_scores_a_pose_card_by_pck(lsp_folder, capsys):
+    """A pose card (``task: pose``) is scored with the pose task's crops and PCK@0.2, not top-1."""
+    from visattn.data import load_dataset
+    from visattn.train.pose import make_task
+
+    names = [f"im{k:05d}.jpg" for k in range(1, 13)]
+    root, _ = lsp_folder(12, splits={"train": names[:8], "val": names[8:10], "test": names[10:]})
+    assert main(["eval", "--model", "mca_hourglass", "--pretrained", "--data-dir", str(root)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    card = load_card(WEIGHTS_DIR / "mca_hourglass.lspet.json")
+    assert out["data"] == "lspet" and out["n"] == 2 and "top1" not in out
+    assert out["card_pck"] == card["test_pck"] and "pck_r_ankle" in out
+    net = visattn.create_model("mca_hourglass", pretrained=True)
+    splits = load_dataset("lspet", data_dir=str(root), **card["data_kwargs"])
+    task = make_task("pose")
+    direct = task.evaluate(
+        net, task.make_loaders(splits, batch_size=64, augment="none").test, torch.device("cpu")
+    )
+    assert out["pck"] == pytest.approx(direct["pck"]) and out["loss"] == pytest.approx(direct["loss"])
+
+
 def test_cli_exports_pretrained_weights(tmp_path):
     from visattn.export import run_onnx
 
