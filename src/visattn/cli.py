@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser(
         "list",
         parents=common,
-        help="list registered models (input, channels, parameters), attention types, sensors and datasets",
+        help="list registered models (input, channels, parameters), attention types, sensors, datasets and shipped weights",
         description="List what is registered. `visattn list 'se_*'` filters every group by a glob; "
         "`visattn list models 'resnet*'` one group.",
     )
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         nargs="?",
         default="all",
-        help="models, attention, sensors, datasets or all; anything else is taken as the PATTERN",
+        help="models, attention, sensors, datasets, weights (shipped) or all; anything else is taken as the PATTERN",
     )
     ls.add_argument("pattern", nargs="?", help="glob on the names, e.g. 'se_*'")
 
@@ -382,17 +382,40 @@ def _model_rows(names: list[str]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _weights_rows(pattern: str | None) -> list[tuple[str, str]]:
+    """``(NAME.TAG, summary)`` of the shipped weights whose id matches the glob ``pattern``."""
+    from fnmatch import fnmatchcase
+
+    from visattn.models._pretrained import WEIGHTS_DIR, list_pretrained, load_card
+
+    rows = []
+    for ident in list_pretrained():
+        if pattern is not None and not fnmatchcase(ident, pattern):
+            continue
+        card = load_card(WEIGHTS_DIR / f"{ident}.json")
+        metric = card.get("metric", "top1")
+        label = {"top1": "top-1", "pck": "PCK@0.2"}.get(metric, metric)
+        notes = [card["dataset"], f"test {label} {card[f'test_{metric}']:.2f} %", card["dtype"]]
+        if card.get("default"):
+            notes.append("default")
+        if "RESEARCH USE ONLY" in card.get("licence", ""):
+            notes.append("research use only")
+        rows.append((ident, ", ".join(notes)))
+    return rows
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     import visattn
     from visattn.attention import list_sensors
     from visattn.data import list_datasets
 
-    groups = ("models", "attention", "sensors", "datasets")
+    groups = ("models", "attention", "sensors", "datasets", "weights")
     what, pattern = args.what, args.pattern
     if what not in (*groups, "all"):
         if pattern is not None:
             raise ValueError(
-                f"list: expected models, attention, sensors, datasets or all before {pattern!r}, got {what!r}"
+                f"list: expected models, attention, sensors, datasets, weights or all before {pattern!r}, "
+                f"got {what!r}"
             )
         what, pattern = "all", what
     found = 0
@@ -414,6 +437,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
             found += len(items)
             if items:
                 print(f"{name}: {', '.join(items)}")
+    if what in ("weights", "all"):
+        weights = _weights_rows(pattern)
+        found += len(weights)
+        if weights:
+            print("weights (create_model(NAME, pretrained=TAG); test score from the card):")
+            w = max(len(r[0]) for r in weights)
+            for ident, notes in weights:
+                print(f"  {ident:<{w}}  {notes}")
     if not found:
         raise ValueError(f"nothing matches {pattern!r}")
     return 0
