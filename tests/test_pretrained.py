@@ -324,3 +324,17 @@ def test_cli_exports_pretrained_weights(tmp_path):
     with torch.no_grad():
         want = m(x)
     assert (run_onnx(out, x) - want).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("stem", SHIPPED)
+def test_the_docs_table_prints_each_cards_test_score(stem):
+    """docs/pretrained.md's table and RESULTS.md's weights row print the card's numbers, not stale ones."""
+    card = load_card(WEIGHTS_DIR / f"{stem}.json")
+    metric = card.get("metric", "top1")
+    score = f"**{card[f'test_{metric}']:.2f} %"
+    page = (ROOT / "docs" / "pretrained.md").read_text()
+    row = next(
+        ln for ln in page.splitlines() if ln.startswith(f"| `{card['model']}") and f"`{card['tag']}`" in ln
+    )
+    assert score in row, (stem, score)
+    assert score in (ROOT / "docs" / "RESULTS.md").read_text()
