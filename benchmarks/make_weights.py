@@ -47,11 +47,11 @@ from safetensors.torch import save_file
 from torch.utils.data import Subset
 
 from visattn.checkpoint import extract_state_dict
-from visattn.data import BatchTransform, load_dataset, make_loaders
+from visattn.data import BatchTransform, load_dataset
 from visattn.models._pretrained import WEIGHTS_DIR, list_pretrained, sha256
-from visattn.train import TrainConfig, build_model, evaluate, safe_load
+from visattn.train import TrainConfig, build_model, safe_load
 from visattn.train.config import config_from_dict, load_config
-from visattn.train.pose import make_task
+from visattn.train.pose import scorer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import portable_path  # noqa: E402
@@ -164,18 +164,19 @@ def main() -> None:
     summary = json.loads((run / "summary.json").read_text())
     sd = extract_state_dict(safe_load(run / "best.pt"), source=str(run / "best.pt"))
     splits = load_dataset(cfg.data, data_dir=cfg.data_dir, seed=cfg.seed, **cfg.data_kwargs)
-    task = make_task(cfg.task)  # None: classification
-    metric = task.metric if task is not None else "top1"
-    opts: dict[str, Any] = {"val_fraction": cfg.val_fraction, "seed": cfg.seed, "augment": "none"}
-    if task is not None:
-        loaders = task.make_loaders(splits, batch_size=64, eval_batch_size=64, **opts)
-    else:
-        loaders = make_loaders(splits, batch_size=256, eval_batch_size=512, **opts)
+    task = scorer(cfg.task)
+    metric, pose = task.metric, cfg.task == "pose"
+    loaders = task.make_loaders(
+        splits,
+        batch_size=64 if pose else 256,
+        eval_batch_size=64 if pose else 512,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        augment="none",
+    )
 
     def score(net: torch.nn.Module, loader: Any) -> float:
-        if task is not None:
-            return float(task.evaluate(net, loader, torch.device("cpu"))[metric])
-        return float(evaluate(net, loader, torch.device("cpu"))["top1"])
+        return float(task.evaluate(net, loader, torch.device("cpu"))[metric])
 
     cfg.weights = None
     size = tuple(splits.image_size)
@@ -198,7 +199,7 @@ def main() -> None:
     save_file({k: v.contiguous() for k, v in floats.items()}, str(wpath))
 
     test = splits.test
-    source = getattr(test, "source", cfg.data_dir if task is not None else f"{cfg.data_dir}/{cfg.data}")
+    source = getattr(test, "source", cfg.data_dir if pose else f"{cfg.data_dir}/{cfg.data}")
     n = args.slice
     k = args.slice_every
     if k < 1 or (n - 1) * k >= len(test):
@@ -212,8 +213,7 @@ def main() -> None:
         asset.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(asset, images=images.numpy(), labels=labels.numpy().astype(np.uint8))
 
-    name = "PCK@0.2" if metric == "pck" else "top-1"
-    if task is not None:  # pose: people cropped around their ground-truth joints (visattn.data.pose)
+    if pose:  # pose: people cropped around their ground-truth joints (visattn.data.pose)
         split_text = {
             "train": f"{cfg.data}'s train split of its split file ({len(splits.train)} people; not official)",
             "val": f"its validation split ({loaders.n_val} people); the run selected best.pt on it",
@@ -236,7 +236,7 @@ def main() -> None:
         "mean": list(splits.mean),
         "std": list(splits.std),
     }
-    if task is not None:
+    if pose:
         preprocess["crop"] = (
             f"each person cropped around the box of their visible ground-truth joints padded by 1.25, resized to "
             f"{size[0]} x {size[1]} (visattn.data.pose); joints decoded from the last stack's heatmaps"
@@ -271,7 +271,7 @@ def main() -> None:
         f"test_{metric}": round(float(summary[f"test_{metric}"]), 4),
         "shipped_dtype_scores": {k: {m: round(v, 4) for m, v in s.items()} for k, s in scores.items()},
         "fp16_rule": (
-            f"float16 when it changes test {name} by < 0.05 points, else mixed (float16 convolution kernels) "
+            f"float16 when it changes test {task.label} by < 0.05 points, else mixed (float16 convolution kernels) "
             f"when that does, else float32; measured change of the shipped precision {change:.4f}"
         ),
         "train_time_s": round(float(summary.get("train_time_s", 0.0)), 1),
@@ -294,9 +294,8 @@ def main() -> None:
     what = f"the first {n} images" if k == 1 else f"{n} images (every {k}-th, from the first)"
     if cfg.data in RESEARCH_ONLY:  # scored through the evaluation transform, like the run's test
         sub = dataclasses.replace(splits, test=Subset(test, indices))
-        build_loaders = task.make_loaders if task is not None else make_loaders
-        loader = build_loaders(sub, batch_size=64, val_fraction=cfg.val_fraction, augment="none").test
-        where = portable_path(str(cfg.data_dir)) if task is not None else "../shared/data"
+        loader = task.make_loaders(sub, batch_size=64, val_fraction=cfg.val_fraction, augment="none").test
+        where = portable_path(str(cfg.data_dir))
         card["slice"] = {
             "dataset_dir": where,
             "n": n,

@@ -123,9 +123,8 @@ def _score_research_slice(model: torch.nn.Module, card: dict, metric: str) -> No
 
     from torch.utils.data import Subset
 
-    from visattn.data import load_dataset, make_loaders
-    from visattn.train import evaluate
-    from visattn.train.pose import make_task
+    from visattn.data import load_dataset
+    from visattn.train.pose import scorer
 
     data_dir = (ROOT / card["slice"]["dataset_dir"]).resolve()
     if not data_dir.is_dir() or (card["dataset"] == "flowers102" and not (data_dir / "flowers-102").is_dir()):
@@ -133,20 +132,14 @@ def _score_research_slice(model: torch.nn.Module, card: dict, metric: str) -> No
     splits = load_dataset(card["dataset"], data_dir=str(data_dir), seed=card["seed"], **card["data_kwargs"])
     every, n = card["slice"]["every"], card["slice"]["n"]
     sub = dataclasses.replace(splits, test=Subset(splits.test, range(0, n * every, every)))
-    task = make_task(card.get("task", "classification"))
-    if task is not None:  # pose: PCK@0.2 over the slice's people
-        loader = task.make_loaders(sub, batch_size=64, augment="none").test
+    task = scorer(card.get("task", "classification"))
+    loader = task.make_loaders(sub, batch_size=64, augment="none").test
 
-        def score(net: torch.nn.Module) -> float:
-            return task.evaluate(net, loader, torch.device("cpu"))[metric]
-    else:
-        loader = make_loaders(sub, batch_size=64, augment="none").test
-
-        def score(net: torch.nn.Module) -> float:
-            return evaluate(net, loader, torch.device("cpu"))["top1"]
+    def score(net: torch.nn.Module) -> float:
+        return task.evaluate(net, loader, torch.device("cpu"))[metric]
 
     got = score(model)
-    if task is None:  # one image of the slice
+    if metric == "top1":  # one image of the slice
         assert abs(got - card["slice"][metric]) <= 100 * SLICE_TOL_IMAGES / n + 1e-9
     else:  # PCK: one joint of the slice's counted joints (~0.2 points at 500 people); float noise only
         assert abs(got - card["slice"][metric]) <= 0.05

@@ -345,15 +345,11 @@ def test_list_weights_shows_each_shipped_card_with_its_metric_and_caveat(capsys)
 
 
 def test_pretrained_true_loads_the_card_marked_default_for_each_model():
-    import json
-
     from visattn.models import list_pretrained
-    from visattn.models._pretrained import WEIGHTS_DIR, resolve_pretrained
+    from visattn.models._pretrained import resolve_pretrained
 
     for name in sorted({s.split(".")[0] for s in list_pretrained()} - {"efficientnet_lite0"}):  # ImageNet's
-        defaults = [
-            s for s in list_pretrained(name) if json.loads((WEIGHTS_DIR / f"{s}.json").read_text())["default"]
-        ]
+        defaults = list_pretrained(name, default_only=True)
         assert len(defaults) == 1, (name, defaults)  # exactly one default per model: what the list shows
         assert f"{name}.{resolve_pretrained(name, True)[0]['tag']}" == defaults[0]
 

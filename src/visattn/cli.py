@@ -387,15 +387,15 @@ def _weights_rows(pattern: str | None) -> list[tuple[str, str]]:
     from fnmatch import fnmatchcase
 
     from visattn.models._pretrained import WEIGHTS_DIR, list_pretrained, load_card
+    from visattn.train.pose import scorer
 
     rows = []
     for ident in list_pretrained():
         if pattern is not None and not fnmatchcase(ident, pattern):
             continue
         card = load_card(WEIGHTS_DIR / f"{ident}.json")
-        metric = card.get("metric", "top1")
-        label = {"top1": "top-1", "pck": "PCK@0.2"}.get(metric, metric)
-        notes = [card["dataset"], f"test {label} {card[f'test_{metric}']:.2f} %", card["dtype"]]
+        task = scorer(card.get("task", "classification"))
+        notes = [card["dataset"], f"test {task.label} {card[f'test_{task.metric}']:.2f} %", card["dtype"]]
         if card.get("default"):
             notes.append("default")
         if "RESEARCH USE ONLY" in card.get("licence", ""):
@@ -507,9 +507,8 @@ def _cmd_eval_pretrained(args: argparse.Namespace) -> int:
     import torch
 
     import visattn
-    from visattn.data import load_dataset, make_loaders
-    from visattn.train import evaluate
-    from visattn.train.pose import make_task
+    from visattn.data import load_dataset
+    from visattn.train.pose import scorer
 
     if args.model is None:
         raise ValueError("--pretrained needs --model")
@@ -519,9 +518,8 @@ def _cmd_eval_pretrained(args: argparse.Namespace) -> int:
     data = args.data or card["dataset"]
     seed = int(card.get("seed", 0))
     splits = load_dataset(data, data_dir=args.data_dir, seed=seed, **dict(card.get("data_kwargs") or {}))
-    task = make_task(card.get("task", "classification"))  # pose cards: PCK@0.2 on their crops
-    build = task.make_loaders if task is not None else make_loaders
-    loaders = build(
+    task = scorer(card.get("task", "classification"))  # pose cards: PCK@0.2 on their crops
+    loaders = task.make_loaders(
         splits,
         batch_size=args.batch_size,
         val_fraction=float(card.get("val_fraction", 0.1)),
@@ -532,11 +530,9 @@ def _cmd_eval_pretrained(args: argparse.Namespace) -> int:
     loader = loaders.test if args.split == "test" else loaders.val
     if loader is None:
         raise ValueError(f"--split {args.split}: no {args.split} split")
-    cpu = torch.device("cpu")
-    res = task.evaluate(net, loader, cpu) if task is not None else evaluate(net, loader, cpu)
-    metric = card.get("metric", "top1")
+    res = task.evaluate(net, loader, torch.device("cpu"))
     out = {"model": args.model, "data": data, "split": args.split, **res}
-    print(json.dumps(out | {f"card_{metric}": card.get(f"{args.split}_{metric}")}))
+    print(json.dumps(out | {f"card_{task.metric}": card.get(f"{args.split}_{task.metric}")}))
     return 0
 
 

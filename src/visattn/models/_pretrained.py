@@ -213,8 +213,8 @@ def load_pretrained(model: nn.Module, card: dict[str, Any], weights: Path) -> nn
             f"pretrained: {str(weights)!r} does not match model {card['model']!r}: missing keys"
             f" {missing[:5]}, unexpected keys {unexpected[:5]}, shape mismatches {shapes[:5]}"
         )
-    full = {k: v for k, v in own.items() if elsewhere and k.startswith(elsewhere)}  # already loaded
-    model.load_state_dict(full | {k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
+    # own | ...: the keys loaded elsewhere keep their values (the only keys the file may lack, checked above)
+    model.load_state_dict(own | {k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
     model.pretrained_card = card  # type: ignore[assignment]
     return model
 

@@ -44,7 +44,7 @@ from visattn.train.evaluate import autocast as _autocast
 from visattn.train.evaluate import evaluate, logits_of
 from visattn.train.logs import write_history, write_text_atomic
 from visattn.train.metrics import topk_correct
-from visattn.train.pose import make_task
+from visattn.train.pose import make_task, scorer
 from visattn.train.schedule import build_scheduler, load_scheduler_state
 
 __all__ = ["Trainer", "fit", "evaluate", "build_model", "logits_of", "check_model_fits"]
@@ -64,8 +64,8 @@ class Trainer:
         self.out = Path(cfg.out)
         self._setup_determinism()
         self.task = make_task(cfg.task)  # None: classification (this file's code); else its loss/metric
-        self.metric = self.task.metric if self.task is not None else "top1"
-        self._evaluate = self.task.evaluate if self.task is not None else evaluate
+        score = scorer(cfg.task)
+        self.metric, self._evaluate = score.metric, score.evaluate
         self._setup_data()
         self._setup_model()
         self.history: list[dict[str, Any]] = []

@@ -134,6 +134,11 @@ class PoseTask:
         self.joint_names = list(joint_names)
         self.alpha = alpha
 
+    @property
+    def label(self) -> str:
+        """The metric as people write it, e.g. ``"PCK@0.2"``."""
+        return f"PCK@{self.alpha:g}"
+
     @staticmethod
     def to_device(y: dict[str, Any], device: torch.device) -> dict[str, Any]:
         return {
@@ -269,3 +274,36 @@ def _seeded_subset(ds: Any, n: int, seed: int) -> Any:
 def make_task(name: str) -> PoseTask | None:
     """The task object for ``TrainConfig.task`` (``None``: classification, the engine's own code)."""
     return PoseTask() if name == "pose" else None
+
+
+class ClassificationScorer:
+    """How classification is scored, with the names a task object has: top-1 of
+    :func:`visattn.train.evaluate.evaluate` over :func:`visattn.data.make_loaders`' loaders."""
+
+    name = "classification"
+    metric = "top1"
+    label = "top-1"
+
+    @staticmethod
+    def make_loaders(splits: Any, **kwargs: Any) -> Any:
+        from visattn.data import make_loaders
+
+        return make_loaders(splits, **kwargs)
+
+    @staticmethod
+    def evaluate(
+        model: torch.nn.Module, loader: Iterable, device: Any = None, **kwargs: Any
+    ) -> dict[str, float]:
+        from visattn.train.evaluate import evaluate
+
+        return evaluate(model, loader, device, **kwargs)
+
+
+def scorer(name: str) -> PoseTask | ClassificationScorer:
+    """What scores a model trained for task ``name`` (``TrainConfig.task``, a card's ``task``): its
+    ``metric`` (the key of ``evaluate``'s result), ``label``, ``make_loaders`` and ``evaluate``.
+
+    >>> scorer("classification").metric, scorer("pose").label
+    ('top1', 'PCK@0.2')
+    """
+    return make_task(name) or ClassificationScorer()
